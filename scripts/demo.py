@@ -45,7 +45,7 @@ def start(name: str, args: list[str], env: dict[str, str], ready: str) -> tuple[
 
     threading.Thread(target=pump, daemon=True).start()
     if not seen.wait(30) or process.poll() is not None:
-        raise SystemExit(f"demo: {name} did not start (is its port already in use?)")
+        raise SystemExit(f"demo: {name} did not start; its output is above (a port already in use?)")
     return process, lines
 
 

@@ -1,0 +1,56 @@
+"""``python -m gateway``: read the environment, report every configuration problem at once (exit 2), serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+from aiohttp import web
+
+from .access_log import AccessLogger
+from .app import create_app
+from .config import ConfigError, Settings
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"cognito-gateway: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sock = _bind(settings.listen_host, settings.listen_port)
+    except OSError as exc:
+        print(
+            f"cognito-gateway: cannot listen on GATEWAY_LISTEN={settings.listen_host}:{settings.listen_port}: "
+            f"{exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    host, port = sock.getsockname()[:2]
+    app = create_app(settings)
+
+    async def announce(_: web.Application) -> None:
+        logging.getLogger("gateway").info(
+            "listening on %s:%s for %s, proxying to %s", host, port, settings.public_url, settings.upstream.url
+        )
+
+    app.on_startup.append(announce)
+    web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

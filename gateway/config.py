@@ -1,0 +1,332 @@
+"""Settings: parsed once from the environment into frozen dataclasses, with every problem reported at once.
+
+``Settings.from_env(os.environ)`` either returns a complete, valid configuration or raises :class:`ConfigError`
+whose message names every bad variable. Secrets are wrapped in :class:`Secret` so that no repr, log line or
+error message can print them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from yarl import URL
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_POOL_ID = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)_[0-9A-Za-z]+$")
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Signature algorithms a Cognito-style IdP may use. HS* (shared secrets) and "none" are never accepted.
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``problems`` lists every one, each naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+class Secret:
+    """A secret value that never shows itself in a repr, a traceback or a log line."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+@dataclasses.dataclass(frozen=True)
+class CognitoSettings:
+    issuer: str
+    domain: str | None
+    client_id: str
+    client_secret: Secret | None
+    scopes: tuple[str, ...]
+    algorithms: tuple[str, ...]
+    clock_skew: int
+    timeout: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSettings:
+    keys: tuple[bytes, ...]  # decoded GATEWAY_SESSION_SECRET entries; the first encrypts, all decrypt
+    cookie_name: str
+    lifetime: int
+    login_timeout: int
+    secure: bool
+    samesite: str
+    domain: str | None
+
+    def __repr__(self) -> str:  # the keys are secrets
+        return f"SessionSettings(cookie_name={self.cookie_name!r}, lifetime={self.lifetime}, keys=<{len(self.keys)}>)"
+
+
+@dataclasses.dataclass(frozen=True)
+class UpstreamSettings:
+    url: URL
+    connect_timeout: float
+    read_timeout: float
+    pass_host_header: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    public_url: URL
+    listen_host: str
+    listen_port: int
+    callback_path: str
+    sign_out_redirect: str
+    log_level: str
+    cognito: CognitoSettings
+    session: SessionSettings
+    upstream: UpstreamSettings
+
+    @property
+    def redirect_uri(self) -> str:
+        """The callback URL registered with Cognito: derived from configuration only, never from a request."""
+        return str(self.public_url.with_path(self.callback_path))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        return _Parser(environ).settings()
+
+
+def parse_duration(raw: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d`` or ``500ms`` to seconds."""
+    match = _DURATION.match(raw)
+    if not match:
+        raise ValueError(raw)
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def decode_session_key(raw: str) -> bytes:
+    """One GATEWAY_SESSION_SECRET entry: at least 32 random bytes, as hex or (standard or URL-safe) base64."""
+    text = raw.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64,}", text):
+        key = bytes.fromhex(text)
+    else:
+        try:
+            key = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not hex or base64") from None
+    if len(key) < 32:
+        raise ValueError(f"decodes to {len(key)} bytes; at least 32 are needed")
+    if len(set(key)) < 16:
+        raise ValueError("does not look random")
+    return key
+
+
+class _Parser:
+    """Reads variables one by one, collecting problems instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.env = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return value.strip() if value is not None and value.strip() != "" else None
+
+    def required(self, name: str, hint: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            self.problems.append(f"{name}: required ({hint})")
+        return value
+
+    def typed(self, name: str, default: T, convert: Callable[[str], T], expected: str, *, secret: bool = False) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except ValueError:
+            shown = "" if secret else f" {value!r}"
+            self.problems.append(f"{name}:{shown} is not {expected}")
+            return default
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def convert(value: str) -> bool:
+            lowered = value.lower()
+            if lowered not in _TRUE | _FALSE:
+                raise ValueError(value)
+            return lowered in _TRUE
+
+        return self.typed(name, default, convert, "true or false")
+
+    def duration(self, name: str, default: float, *, minimum: float = 0.001) -> float:
+        value = self.typed(name, default, parse_duration, "a duration such as 30s, 15m, 12h or 7d")
+        if value < minimum:
+            self.problems.append(f"{name}: must be at least {minimum:g}s")
+            return default
+        return value
+
+    def url(self, name: str, value: str | None, *, path_allowed: bool = True) -> URL | None:
+        if value is None:
+            return None
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host or url.query_string or url.fragment or url.user:
+            self.problems.append(
+                f"{name}: {value!r} must be an absolute http(s) URL without query, fragment or userinfo"
+            )
+            return None
+        if not path_allowed and url.path not in ("", "/"):
+            self.problems.append(f"{name}: {value!r} must not have a path")
+            return None
+        return url
+
+    # ----------------------------------------------------------------------------------------------------------
+    def settings(self) -> Settings:
+        public_url = self.url(
+            "GATEWAY_PUBLIC_URL",
+            self.required("GATEWAY_PUBLIC_URL", "e.g. https://app.example.com"),
+            path_allowed=False,
+        )
+        cognito = self.cognito()
+        session = self.session(public_url)
+        upstream = self.upstream()
+        host, port = self.listen()
+        callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
+        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
+            self.problems.append(
+                f"GATEWAY_CALLBACK_PATH: {callback_path!r} must be a plain absolute path outside /oauth2/"
+            )
+        from .redirects import safe_redirect_path  # a pure helper; imported here to keep config free of cycles
+
+        sign_out_redirect = self.raw("GATEWAY_SIGN_OUT_REDIRECT") or "/"
+        if safe_redirect_path(sign_out_redirect) is None:
+            self.problems.append(f"GATEWAY_SIGN_OUT_REDIRECT: {sign_out_redirect!r} must be a same-origin path like /")
+        log_level = (self.raw("GATEWAY_LOG_LEVEL") or "info").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            self.problems.append(f"GATEWAY_LOG_LEVEL: {log_level.lower()!r} is not debug, info, warning or error")
+        if self.problems:
+            raise ConfigError(self.problems)
+        assert public_url is not None and cognito is not None and session is not None and upstream is not None
+        return Settings(
+            public_url=public_url.with_path(""),
+            listen_host=host,
+            listen_port=port,
+            callback_path=callback_path,
+            sign_out_redirect=sign_out_redirect,
+            log_level=log_level,
+            cognito=cognito,
+            session=session,
+            upstream=upstream,
+        )
+
+    def cognito(self) -> CognitoSettings | None:
+        issuer = self.raw("COGNITO_ISSUER")
+        pool_id = self.raw("COGNITO_USER_POOL_ID")
+        if issuer is None and pool_id is None:
+            self.problems.append(
+                "COGNITO_USER_POOL_ID: required (e.g. eu-west-1_AbC123xyz), unless COGNITO_ISSUER is set"
+            )
+        elif issuer is None and pool_id is not None:
+            match = _POOL_ID.match(pool_id)
+            if match is None:
+                self.problems.append(f"COGNITO_USER_POOL_ID: {pool_id!r} is not a pool id like eu-west-1_AbC123xyz")
+            else:
+                issuer = f"https://cognito-idp.{match.group(1)}.amazonaws.com/{pool_id}"
+        issuer_url = self.url("COGNITO_ISSUER", issuer)
+        domain_url = self.url("COGNITO_DOMAIN", self.raw("COGNITO_DOMAIN"), path_allowed=False)
+        client_id = self.required("COGNITO_CLIENT_ID", "the app client id from the Cognito console or stack outputs")
+        secret = self.raw("COGNITO_CLIENT_SECRET")
+        scopes = tuple((self.raw("GATEWAY_SCOPES") or "openid email profile").replace(",", " ").split())
+        if "openid" not in scopes:
+            self.problems.append("GATEWAY_SCOPES: must include openid (without it Cognito issues no ID token)")
+        if "groups" in scopes:
+            self.problems.append(
+                "GATEWAY_SCOPES: Cognito rejects the 'groups' scope (invalid_scope); groups arrive in cognito:groups"
+            )
+        algorithms = tuple((self.raw("GATEWAY_TOKEN_ALGORITHMS") or "RS256").replace(",", " ").split())
+        bad = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
+        if bad:
+            self.problems.append(
+                f"GATEWAY_TOKEN_ALGORITHMS: {', '.join(bad)} not allowed; use asymmetric ones such as RS256"
+            )
+        clock_skew = int(self.duration("GATEWAY_CLOCK_SKEW", 60, minimum=0))
+        timeout = self.duration("GATEWAY_IDP_TIMEOUT", 10)
+        if issuer_url is None or client_id is None:
+            return None
+        return CognitoSettings(
+            issuer=str(issuer_url).rstrip("/"),
+            domain=str(domain_url.with_path("")) if domain_url is not None else None,
+            client_id=client_id,
+            client_secret=Secret(secret) if secret is not None else None,
+            scopes=scopes,
+            algorithms=algorithms,
+            clock_skew=clock_skew,
+            timeout=timeout,
+        )
+
+    def session(self, public_url: URL | None) -> SessionSettings | None:
+        raw = self.required(
+            "GATEWAY_SESSION_SECRET", "at least 32 random bytes as base64 or hex, e.g. from `openssl rand -base64 32`"
+        )
+        keys: list[bytes] = []
+        for index, entry in enumerate((raw or "").split(",")):
+            if raw is None:
+                break
+            try:
+                keys.append(decode_session_key(entry))
+            except ValueError as exc:
+                # SECURITY: the message names the entry's position, never its value.
+                self.problems.append(f"GATEWAY_SESSION_SECRET: entry {index + 1} {exc}")
+        cookie_name = self.raw("GATEWAY_COOKIE_NAME") or "_cognito_gateway"
+        if not _COOKIE_NAME.match(cookie_name):
+            self.problems.append(f"GATEWAY_COOKIE_NAME: {cookie_name!r} must be 1-64 letters, digits, _ or -")
+        https = public_url is not None and public_url.scheme == "https"
+        secure = self.boolean("GATEWAY_COOKIE_SECURE", https)
+        samesite = (self.raw("GATEWAY_COOKIE_SAMESITE") or "lax").capitalize()
+        if samesite not in ("Lax", "Strict", "None"):
+            self.problems.append(f"GATEWAY_COOKIE_SAMESITE: {samesite.lower()!r} is not lax, strict or none")
+        elif samesite == "None" and not secure:
+            self.problems.append("GATEWAY_COOKIE_SAMESITE: none needs secure cookies (an https GATEWAY_PUBLIC_URL)")
+        lifetime = int(self.duration("GATEWAY_SESSION_LIFETIME", 12 * 3600, minimum=60))
+        login_timeout = int(self.duration("GATEWAY_LOGIN_TIMEOUT", 15 * 60, minimum=30))
+        if raw is None or len(keys) != len(raw.split(",")):
+            return None
+        return SessionSettings(
+            keys=tuple(keys),
+            cookie_name=cookie_name,
+            lifetime=lifetime,
+            login_timeout=login_timeout,
+            secure=secure,
+            samesite=samesite,
+            domain=self.raw("GATEWAY_COOKIE_DOMAIN"),
+        )
+
+    def upstream(self) -> UpstreamSettings | None:
+        url = self.url("GATEWAY_UPSTREAM", self.required("GATEWAY_UPSTREAM", "the URL of the app to protect"))
+        connect_timeout = self.duration("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5)
+        read_timeout = self.duration("GATEWAY_UPSTREAM_TIMEOUT", 60)
+        pass_host_header = self.boolean("GATEWAY_PASS_HOST_HEADER", True)
+        if url is None:
+            return None
+        return UpstreamSettings(url, connect_timeout, read_timeout, pass_host_header)
+
+    def listen(self) -> tuple[str, int]:
+        raw = self.raw("GATEWAY_LISTEN") or "0.0.0.0:8000"
+        host, sep, port_text = raw.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            self.problems.append(f"GATEWAY_LISTEN: {raw!r} must be host:port, e.g. 0.0.0.0:8000")
+            return "0.0.0.0", 8000
+        return host, int(port_text)

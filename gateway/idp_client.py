@@ -1,0 +1,111 @@
+"""Calls from the gateway to the IdP's token and revocation endpoints (server to server)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import aiohttp
+
+from .config import CognitoSettings
+from .errors import IdpUnavailable, SignInFailed
+from .provider import Endpoints
+
+log = logging.getLogger("gateway.idp")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenResponse:
+    id_token: str
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
+
+    def __repr__(self) -> str:  # tokens are credentials: keep them out of reprs and logs
+        return f"TokenResponse(expires_in={self.expires_in}, refresh_token={'yes' if self.refresh_token else 'no'})"
+
+
+class TokenRejected(SignInFailed):
+    """The token endpoint answered with an OAuth error (``invalid_grant``, ``invalid_client``, …)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__("The identity provider refused this sign-in. Please sign in again.", code=error)
+        self.error = error
+
+
+class IdpClient:
+    def __init__(self, http: aiohttp.ClientSession, settings: CognitoSettings) -> None:
+        self._http = http
+        self._settings = settings
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+
+    def _auth(self, form: dict[str, str]) -> dict[str, str]:
+        """client_secret_basic when there is a secret; a public client sends its client_id in the form."""
+        if self._settings.client_secret is None:
+            form["client_id"] = self._settings.client_id
+            return {}
+        return {
+            "Authorization": aiohttp.encode_basic_auth(self._settings.client_id, self._settings.client_secret.reveal())
+        }
+
+    async def exchange_code(
+        self, endpoints: Endpoints, *, code: str, verifier: str, redirect_uri: str
+    ) -> TokenResponse:
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        }
+        body = await self._post_token(endpoints.token, form)
+        id_token, access_token = body.get("id_token"), body.get("access_token")
+        refresh_token, expires_in = body.get("refresh_token"), body.get("expires_in", 3600)
+        if not isinstance(id_token, str) or not isinstance(access_token, str):
+            raise SignInFailed(
+                "The identity provider did not return the expected tokens.", code="invalid_token_response"
+            )
+        if refresh_token is not None and not isinstance(refresh_token, str):
+            refresh_token = None
+        return TokenResponse(id_token, access_token, refresh_token, expires_in if isinstance(expires_in, int) else 3600)
+
+    async def _post_token(self, url: str, form: dict[str, str]) -> dict[str, Any]:
+        headers = self._auth(form)
+        try:
+            async with self._http.post(
+                url, data=form, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as response:
+                status = response.status
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("token endpoint unreachable: %s", exc.__class__.__name__)
+            raise IdpUnavailable() from exc
+        if status == 200 and isinstance(body, dict):
+            return body
+        if 400 <= status < 500 and isinstance(body, dict) and isinstance(body.get("error"), str):
+            error = body["error"][:64]
+            log.info("token endpoint refused the request: %s", error)
+            raise TokenRejected(error)
+        log.warning("token endpoint answered %s", status)
+        raise IdpUnavailable()
+
+    async def revoke(self, endpoints: Endpoints, refresh_token: str) -> bool:
+        """Revoke a refresh token (best effort: sign-out goes on whatever the IdP answers)."""
+        if endpoints.revocation is None:
+            return False
+        form = {"token": refresh_token}
+        headers = self._auth(form)
+        try:
+            async with self._http.post(
+                endpoints.revocation, data=form, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as response:
+                await response.read()
+                if response.status != 200:
+                    log.warning("revocation answered %s", response.status)
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("revocation failed: %s", exc.__class__.__name__)
+            return False

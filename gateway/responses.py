@@ -1,0 +1,83 @@
+"""How the gateway answers: HTML pages for browsers, JSON for API clients, and the navigation test between them.
+
+A request is a *browser navigation* when it is a GET or HEAD whose Accept header names HTML explicitly and which
+no fetch/XHR marker disowns (``X-Requested-With``, ``Sec-Fetch-Mode`` other than ``navigate``). Only navigations are
+redirected to sign in; everything else gets a 401 with a JSON body, because a redirect to the IdP is useless to
+(and breaks, through CORS) a script.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+from aiohttp import web
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
+
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def _accept(request: web.Request) -> MIMEAccept:
+    return parse_accept_header(request.headers.get("Accept", ""), MIMEAccept)
+
+
+def wants_html(request: web.Request) -> bool:
+    """The client asked for HTML by name (``*/*`` alone, as curl and fetch send, is not enough)."""
+    accept = _accept(request)
+    return any(value in _HTML_TYPES and quality > 0 for value, quality in accept)
+
+
+def is_navigation(request: web.Request) -> bool:
+    if request.method not in ("GET", "HEAD") or not wants_html(request):
+        return False
+    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
+        return False
+    return request.headers.get("Sec-Fetch-Mode", "navigate").lower() == "navigate"
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:560px;margin:64px auto;padding:0 16px;color:#16191f}"
+    "h1{font-size:22px}p{line-height:1.5}a{color:#0073bb}.code{color:#687078;font-size:13px}"
+)
+
+
+def html_page(title: str, message: str, *, link: tuple[str, str] | None = None, code: str | None = None) -> str:
+    parts = [
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p>",
+    ]
+    if link is not None:
+        parts.append(f'<p><a href="{escape(link[0])}">{escape(link[1])}</a></p>')
+    if code is not None:
+        parts.append(f"<p class=code>{escape(code)}</p>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def error_response(
+    request: web.Request,
+    status: int,
+    title: str,
+    message: str,
+    *,
+    code: str,
+    link: tuple[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """One error, as a page for browsers and as ``{"error", "message"}`` for everyone else."""
+    if wants_html(request):
+        response = web.Response(
+            text=html_page(title, message, link=link, code=code), status=status, content_type="text/html"
+        )
+    else:
+        body = {"error": code, "message": message}
+        response = web.Response(text=json.dumps(body), status=status, content_type="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(headers or {})
+    return response
+
+
+def redirect(location: str) -> web.Response:
+    response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+    return response

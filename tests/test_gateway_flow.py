@@ -1,0 +1,141 @@
+"""The gateway end to end: real dev_idp, upstream_demo and gateway processes, a scripted browser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from .stack import HTML, Stack, browse_and_sign_in, fill_form
+from .support import new_browser
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack.start(tmp_path_factory.mktemp("stack"))
+    yield running
+    running.stop()
+
+
+async def test_sign_in_lands_on_the_upstream_as_alice(stack: Stack) -> None:
+    async with new_browser() as browser:
+        page = await browse_and_sign_in(browser, f"{stack.url}/")
+        assert page.status == 200 and str(page.url) == f"{stack.url}/"
+        html = await page.text()
+        assert "Hello, <b id=user>alice</b>" in html
+        assert "alice@example.com" in html and "admins" in html
+        async with browser.get(f"{stack.url}/api/whoami") as response:
+            headers = dict((await response.json())["headers"])
+        assert headers["X-Forwarded-User"] == "alice"
+        assert headers["X-Forwarded-Email"] == "alice@example.com"
+        assert headers["X-Forwarded-Groups"] == "admins"
+        assert headers["X-Forwarded-Preferred-Username"] == "alice.l"
+        assert headers["X-Amzn-Oidc-Identity"]
+        assert headers["X-Forwarded-Proto"] == "http"
+        assert headers["X-Forwarded-Host"] == URL(stack.url).raw_authority
+        assert headers["X-Forwarded-For"] == "127.0.0.1"
+        assert "_cognito_gateway" not in headers.get("Cookie", ""), "the gateway's cookies never go upstream"
+
+
+async def test_the_original_url_is_kept_across_sign_in(stack: Stack) -> None:
+    target = "/admin?tab=users&x=%2Fy"
+    async with new_browser() as browser:
+        async with browser.get(URL(f"{stack.url}{target}", encoded=True), headers=HTML) as page:
+            back = await fill_form(browser, page, {"username": "alice", "password": "alice-password"}, follow=False)
+        async with browser.get(URL(back.headers["Location"], encoded=True), allow_redirects=False) as callback:
+            assert callback.status == 302
+            assert callback.headers["Location"] == target, "byte for byte, %2F included"
+
+
+async def test_userinfo(stack: Stack) -> None:
+    async with new_browser() as browser:
+        async with browser.get(f"{stack.url}/oauth2/userinfo") as response:
+            assert response.status == 401 and (await response.json())["error"] == "unauthorized"
+        await browse_and_sign_in(browser, f"{stack.url}/", "bob", "bob-password")
+        async with browser.get(f"{stack.url}/oauth2/userinfo") as response:
+            body = await response.json()
+        assert body["user"] == "bob" and body["email"] == "bob@example.com" and body["groups"] == []
+
+
+async def test_bob_is_refused_the_admins_page_by_the_app(stack: Stack) -> None:
+    async with new_browser() as browser:
+        page = await browse_and_sign_in(browser, f"{stack.url}/admin", "bob", "bob-password")
+        assert page.status == 403 and "admins only" in await page.text()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Accept": "application/json"},
+        {"Accept": "*/*"},
+        {"Accept": "text/html", "X-Requested-With": "XMLHttpRequest"},
+        {"Accept": "text/html", "Sec-Fetch-Mode": "cors"},
+        {},
+    ],
+)
+async def test_api_clients_get_401_json_never_a_redirect(stack: Stack, headers: dict[str, str]) -> None:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{stack.url}/api/whoami", headers=headers, allow_redirects=False) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+            body = await response.json()
+        assert body["error"] == "unauthorized" and body["sign_in_url"] == "/oauth2/sign_in?rd=/api/whoami"
+        async with client.post(f"{stack.url}/api/upload", data=b"x", headers=HTML, allow_redirects=False) as response:
+            assert response.status == 401, "a non-GET is never redirected, even when it accepts HTML"
+
+
+async def test_head_navigation_is_redirected(stack: Stack) -> None:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.head(f"{stack.url}/", headers=HTML, allow_redirects=False) as response,
+    ):
+        assert response.status == 302
+
+
+async def test_sign_out_ends_the_hosted_ui_session_too(stack: Stack) -> None:
+    async with new_browser() as browser:
+        await browse_and_sign_in(browser, f"{stack.url}/")
+        async with browser.get(f"{stack.url}/oauth2/sign_out", allow_redirects=False) as response:
+            assert response.status == 302
+            logout = URL(response.headers["Location"])
+        assert str(logout.with_query(None)) == f"{stack.idp.url}/logout"
+        assert logout.query["client_id"] == "gateway" and logout.query["logout_uri"] == f"{stack.url}/"
+        async with browser.get(logout, headers=HTML) as page:
+            # Cognito's /logout -> the gateway's "/" -> no session -> authorize -> no hosted-UI session -> form.
+            assert URL(str(page.url)).path == "/login" and page.status == 200
+        async with browser.get(f"{stack.url}/api/whoami") as response:
+            assert response.status == 401
+
+
+async def test_sign_out_with_rd_and_post(stack: Stack) -> None:
+    async with new_browser() as browser:
+        await browse_and_sign_in(browser, f"{stack.url}/")
+        async with browser.post(f"{stack.url}/oauth2/sign_out?rd=/goodbye", allow_redirects=False) as response:
+            assert URL(response.headers["Location"]).query["logout_uri"] == f"{stack.url}/goodbye"
+        async with browser.get(f"{stack.url}/oauth2/userinfo") as response:
+            assert response.status == 401
+
+
+async def test_sign_in_endpoint_honours_rd(stack: Stack) -> None:
+    async with new_browser() as browser:
+        async with browser.get(f"{stack.url}/oauth2/sign_in?rd=/api/whoami%3Fa%3D1", headers=HTML) as page:
+            assert URL(str(page.url)).path == "/login"
+            landed = await fill_form(browser, page, {"username": "alice", "password": "alice-password"})
+        assert str(landed.url) == f"{stack.url}/api/whoami?a=1"
+
+
+async def test_health_and_readiness(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{stack.url}/oauth2/healthz") as response:
+            assert response.status == 200 and (await response.json())["status"] == "ok"
+        async with client.get(f"{stack.url}/oauth2/readyz") as response:
+            body = await response.json()
+            assert response.status == 200, body
+            assert body["checks"] == {"identity_provider": "ok", "upstream": "ok"}
+
+
+def test_stack_fixture_reads_the_real_banner(stack: Stack) -> None:
+    assert stack.env["COGNITO_CLIENT_ID"] == "gateway" and Path(".").exists()
