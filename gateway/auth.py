@@ -47,6 +47,7 @@ def _return_to(request: web.Request, *, default: str) -> str:
     if rd is None or rd == "":
         return default
     if safe_redirect_path(rd) is None:
+        log.warning("rejected rd %r", rd[:200])
         raise BadRequest("The rd parameter must be a path on this site, such as /reports?id=1.", code="invalid_rd")
     return rd
 

@@ -16,6 +16,8 @@ from typing import TypeVar
 
 from yarl import URL
 
+from .redirects import safe_redirect_path
+
 T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -208,8 +210,6 @@ class _Parser:
             self.problems.append(
                 f"GATEWAY_CALLBACK_PATH: {callback_path!r} must be a plain absolute path outside /oauth2/"
             )
-        from .redirects import safe_redirect_path  # a pure helper; imported here to keep config free of cycles
-
         sign_out_redirect = self.raw("GATEWAY_SIGN_OUT_REDIRECT") or "/"
         if safe_redirect_path(sign_out_redirect) is None:
             self.problems.append(f"GATEWAY_SIGN_OUT_REDIRECT: {sign_out_redirect!r} must be a same-origin path like /")

@@ -136,7 +136,7 @@ class ChunkedEncryptedCookieStorage(EncryptedCookieStorage):
         self._fernet = fernet  # type: ignore[assignment]
 
     def chunk_names(self, count: int) -> list[str]:
-        return [self.cookie_name] + [f"{self.cookie_name}_{i}" for i in range(1, count)]
+        return [self.cookie_name if i == 0 else f"{self.cookie_name}_{i}" for i in range(count)]
 
     def load_cookie(self, request: web.Request) -> str | None:
         parts = []

@@ -87,9 +87,13 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"{exc.__class__.__name__}: {exc}") from None
-        iat = claims.get("iat")
-        if not isinstance(iat, int | float) or iat > self._clock() + self._settings.clock_skew:
-            raise InvalidToken("iat is missing or in the future")
+        # SECURITY: PyJWT converts a string exp with int(); Cognito's times are JSON numbers, so require numbers.
+        for name in ("exp", "iat", "nbf", "auth_time"):
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise InvalidToken(f"{name} is not a number")
+        if claims["iat"] > self._clock() + self._settings.clock_skew:
+            raise InvalidToken("iat is in the future")
         return claims, algorithm
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -15,6 +15,7 @@ from dev_idp.directory import load_directory
 from dev_idp.keys import PoolKeys, load_or_create_keys
 from dev_idp.pool import Pool
 
+from .stack import Stack
 from .support import FakeClock, new_browser
 
 CLIENT_SECRET = "gateway-dev-secret-for-local-use-only"
@@ -85,3 +86,25 @@ async def idp(pool_keys: PoolKeys) -> AsyncIterator[InProcessIdp]:
 async def browser() -> AsyncIterator[aiohttp.ClientSession]:
     async with new_browser() as session:
         yield session
+
+
+# A user with ten Cognito groups of realistic length: with Cognito-sized tokens this is what overflows one cookie.
+MANY_GROUPS = [
+    f"team-{name}-engineering"
+    for name in ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet")
+]
+CAROL = {
+    "username": "carol",
+    "password": "carol-password",
+    "email": "carol@example.com",
+    "groups": MANY_GROUPS,
+    "attributes": {"name": "Carol Danvers", "preferred_username": "carol.d"},
+}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """dev_idp + upstream_demo + gateway as real processes, shared by the tests that do not change their state."""
+    running = Stack.start(tmp_path_factory.mktemp("stack"), extra_users=[CAROL])
+    yield running
+    running.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -11,13 +10,6 @@ from yarl import URL
 
 from .stack import HTML, Stack, browse_and_sign_in, fill_form
 from .support import new_browser
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack.start(tmp_path_factory.mktemp("stack"))
-    yield running
-    running.stop()
 
 
 async def test_sign_in_lands_on_the_upstream_as_alice(stack: Stack) -> None:

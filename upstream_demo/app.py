@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import time
 from collections.abc import Iterator
 
 from flask import Flask, Response, jsonify, render_template_string, request
@@ -99,6 +101,27 @@ def create_app() -> Flask:
                 yield piece
 
         return Response(body(), mimetype="application/octet-stream", headers={"Content-Length": str(size)})
+
+    @app.route("/api/echo/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    def echo(rest: str) -> Response:
+        """The request line as it arrived, for tests that check the gateway forwards paths byte for byte."""
+        return whoami()
+
+    @app.get("/api/gzip")
+    def pre_compressed() -> Response:
+        """A gzip body with Content-Encoding: gzip, to show the gateway passes it on undecoded."""
+        body = gzip.compress(b"compressed hello " * 100)
+        return Response(body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+
+    @app.get("/api/slow")
+    def slow() -> Response:
+        """Answers after ``seconds`` (at most 30), for timeout tests."""
+        try:
+            seconds = min(float(request.args.get("seconds", "1")), 30.0)
+        except ValueError:
+            seconds = 1.0
+        time.sleep(max(seconds, 0.0))
+        return jsonify(slept=seconds)
 
     @app.get("/api/redirect")
     def redirect_elsewhere() -> Response:

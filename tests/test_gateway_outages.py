@@ -1,0 +1,90 @@
+"""IdP outages: the gateway starts without its IdP, answers 503 meanwhile, and recovers by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+
+from .stack import HTML, SESSION_SECRET, directory_for, fill_form, start_gateway, start_upstream
+from .support import free_port, start_dev_idp, write_json
+
+
+async def _wait_ready(client: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        async with client.get(f"{url}/oauth2/readyz") as response:
+            if response.status == 200:
+                return
+        assert time.monotonic() < deadline, "the gateway did not recover"
+        await asyncio.sleep(0.2)
+
+
+async def test_gateway_starts_without_its_idp_and_recovers(tmp_path: Path) -> None:
+    idp_port, port = free_port(), free_port()
+    url, idp_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{idp_port}"
+    users = write_json(tmp_path / "users.json", directory_for(url))
+    upstream, upstream_url = start_upstream()
+    env = {
+        "COGNITO_ISSUER": f"{idp_url}/local_devpool1",
+        "COGNITO_CLIENT_ID": "gateway",
+        "COGNITO_CLIENT_SECRET": "gateway-dev-secret-for-local-use-only",
+        "GATEWAY_UPSTREAM": upstream_url,
+        "GATEWAY_PUBLIC_URL": url,
+        "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "GATEWAY_SESSION_SECRET": SESSION_SECRET,
+        "GATEWAY_IDP_TIMEOUT": "2s",
+    }
+    gateway = start_gateway(env)
+    idp = None
+    try:
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{url}/oauth2/readyz") as response:
+                assert response.status == 503
+                assert "not ready" in (await response.json())["checks"]["identity_provider"]
+            async with client.get(f"{url}/", headers=HTML, allow_redirects=False) as response:
+                assert response.status == 503
+                assert "Sign-in is unavailable" in await response.text()
+            async with client.get(f"{url}/api/whoami", allow_redirects=False) as response:
+                assert response.status == 401, "API clients still get their 401"
+
+            idp = start_dev_idp("--users", str(users), "--port", str(idp_port), "--public-url", idp_url)
+            await _wait_ready(client, url)
+            async with client.get(f"{url}/", headers=HTML, allow_redirects=False) as response:
+                assert response.status == 302 and response.headers["Location"].startswith(idp_url)
+    finally:
+        for process in (gateway, upstream, *([idp.process] if idp else [])):
+            process.stop()
+    assert "retrying" in gateway.output()
+
+
+async def test_token_endpoint_down_during_the_callback_is_503_not_a_crash(tmp_path: Path) -> None:
+    idp_port, port = free_port(), free_port()
+    url, idp_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{idp_port}"
+    users = write_json(tmp_path / "users.json", directory_for(url))
+    idp = start_dev_idp("--users", str(users), "--port", str(idp_port), "--public-url", idp_url)
+    upstream, upstream_url = start_upstream()
+    env = {
+        **idp.env,
+        "GATEWAY_UPSTREAM": upstream_url,
+        "GATEWAY_PUBLIC_URL": url,
+        "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "GATEWAY_SESSION_SECRET": SESSION_SECRET,
+        "GATEWAY_IDP_TIMEOUT": "2s",
+    }
+    gateway = start_gateway(env)
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(f"{url}/", headers=HTML) as page:
+                back = await fill_form(browser, page, {"username": "alice", "password": "alice-password"}, follow=False)
+            idp.process.stop()
+            async with browser.get(back.headers["Location"], headers=HTML, allow_redirects=False) as response:
+                assert response.status == 503
+                assert "identity provider cannot be reached" in await response.text()
+            async with browser.get(f"{url}/oauth2/healthz") as response:
+                assert response.status == 200
+    finally:
+        for process in (gateway, upstream, idp.process):
+            process.stop()

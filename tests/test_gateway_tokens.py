@@ -1,0 +1,243 @@
+"""Token verification against a real JWKS endpoint (dev_idp in-process) and against moto's Cognito tokens."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from dev_idp.keys import PoolKeys, load_or_create_keys
+from gateway.config import CognitoSettings
+from gateway.errors import IdpUnavailable, InvalidToken
+from gateway.jwks import JwksCache
+from gateway.tokens import TokenVerifier
+
+from .conftest import InProcessIdp
+from .moto_pool import MotoPool, moto_pool
+from .support import FakeClock
+
+NONCE = "the-nonce-of-this-sign-in"
+
+
+def settings_for(issuer: str, client_id: str = "gateway") -> CognitoSettings:
+    return CognitoSettings(
+        issuer=issuer,
+        domain=None,
+        client_id=client_id,
+        client_secret=None,
+        scopes=("openid",),
+        algorithms=("RS256",),
+        clock_skew=60,
+        timeout=5,
+    )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def jwks(idp: InProcessIdp, http: aiohttp.ClientSession, clock: FakeClock) -> JwksCache:
+    return JwksCache(http, f"{idp.issuer}/.well-known/jwks.json", timeout=5, clock=clock)
+
+
+def at_hash(token: str) -> str:
+    digest = hashlib.sha256(token.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+
+def sign(keys: PoolKeys, claims: dict[str, Any], *, which: str = "id", **header: Any) -> str:
+    key = keys.id_token if which == "id" else keys.access_token
+    return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, **header})
+
+
+def id_claims(idp: InProcessIdp, **changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "sub": "u-1",
+        "iss": idp.issuer,
+        "aud": "gateway",
+        "token_use": "id",
+        "iat": now,
+        "exp": now + 3600,
+        "nonce": NONCE,
+        "cognito:username": "alice",
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def access_claims(idp: InProcessIdp, **changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "sub": "u-1",
+        "iss": idp.issuer,
+        "client_id": "gateway",
+        "token_use": "access",
+        "iat": now,
+        "exp": now + 3600,
+        "scope": "openid",
+        "username": "alice",
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+async def test_valid_tokens_pass(idp: InProcessIdp, jwks: JwksCache) -> None:
+    verifier = TokenVerifier(settings_for(idp.issuer))
+    access = sign(idp.pool.keys, access_claims(idp), which="access")
+    token = sign(idp.pool.keys, id_claims(idp, at_hash=at_hash(access)))
+    assert (await verifier.verify_id_token(jwks, token, nonce=NONCE, access_token=access))["sub"] == "u-1"
+    assert (await verifier.verify_access_token(jwks, access))["username"] == "alice"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _none_token(claims: dict[str, Any]) -> str:
+    return f"{b64(json.dumps({'alg': 'none', 'kid': 'x'}).encode())}.{b64(json.dumps(claims).encode())}."
+
+
+def _hs256_with_public_key(keys: PoolKeys, claims: dict[str, Any]) -> str:
+    public_pem = keys.id_token.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "kid": keys.id_token.kid, "typ": "JWT"}
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda idp: _none_token(id_claims(idp)), "alg none"),
+        (lambda idp: _hs256_with_public_key(idp.pool.keys, id_claims(idp)), "HS256 signed with the RSA public key"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp=int(time.time()) - 120)), "expired beyond leeway"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp=None)), "no exp"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp="9999999999")), "string exp"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, iat=int(time.time()) + 3600)), "iat in the future"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, iss="https://evil.example/pool")), "other issuer"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, aud="another-client")), "other audience"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, aud=None)), "no audience"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, token_use="access")), "token_use access as ID"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, nonce="another-sign-in")), "nonce mismatch"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, nonce=None)), "no nonce"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, at_hash="AAAAAAAAAAAAAAAAAAAAAA")), "at_hash mismatch"),
+        (lambda idp: sign(load_or_create_keys(None), id_claims(idp)), "signed by a key that is not the IdP's"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp), kid="unknown-kid"), "unknown kid"),
+        (lambda idp: "not.a.jwt", "garbage"),
+        (lambda idp: "", "empty"),
+    ],
+)
+async def test_bad_id_tokens_are_refused(idp: InProcessIdp, jwks: JwksCache, make, reason: str) -> None:
+    verifier = TokenVerifier(settings_for(idp.issuer))
+    with pytest.raises(InvalidToken):
+        await verifier.verify_id_token(jwks, make(idp), nonce=NONCE, access_token="access-token")
+
+
+async def test_small_clock_skew_is_tolerated(idp: InProcessIdp, jwks: JwksCache) -> None:
+    """Cognito's iat can be a second ahead of ours; exp a little behind still passes within the leeway."""
+    now = int(time.time())
+    token = sign(idp.pool.keys, id_claims(idp, iat=now + 2, exp=now - 10))
+    claims = await TokenVerifier(settings_for(idp.issuer)).verify_id_token(jwks, token, nonce=NONCE, access_token="x")
+    assert claims["sub"] == "u-1"
+
+
+@pytest.mark.parametrize(
+    ("changes", "which"),
+    [
+        ({"client_id": "another-client"}, "access"),
+        ({"token_use": "id"}, "access"),
+        ({"client_id": None}, "access"),
+        ({"exp": None}, "access"),
+    ],
+)
+async def test_bad_access_tokens_are_refused(idp: InProcessIdp, jwks: JwksCache, changes: dict, which: str) -> None:
+    token = sign(idp.pool.keys, access_claims(idp, **changes), which=which)
+    with pytest.raises(InvalidToken):
+        await TokenVerifier(settings_for(idp.issuer)).verify_access_token(jwks, token)
+
+
+async def test_an_id_token_is_never_an_access_token(idp: InProcessIdp, jwks: JwksCache) -> None:
+    with pytest.raises(InvalidToken, match=r"token_use|client_id"):
+        await TokenVerifier(settings_for(idp.issuer)).verify_access_token(jwks, sign(idp.pool.keys, id_claims(idp)))
+
+
+async def test_unknown_kid_refetches_once_and_is_rate_limited(
+    idp: InProcessIdp, jwks: JwksCache, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches = 0
+    original = JwksCache.refresh
+
+    async def counting(self: JwksCache) -> None:
+        nonlocal fetches
+        fetches += 1
+        await original(self)
+
+    monkeypatch.setattr(JwksCache, "refresh", counting)
+    verifier = TokenVerifier(settings_for(idp.issuer))
+    await verifier.verify_id_token(jwks, sign(idp.pool.keys, id_claims(idp)), nonce=NONCE, access_token="x")
+    assert fetches == 1
+    for _ in range(20):  # a flood of made-up kids
+        with pytest.raises(InvalidToken):
+            await verifier.verify_id_token(
+                jwks, sign(idp.pool.keys, id_claims(idp), kid=f"kid-{_}"), nonce=NONCE, access_token="x"
+            )
+    assert fetches == 1, "no refetch within 30 s of the last one"
+
+    # The IdP rotates its keys; once the interval has passed, the new kid triggers one refetch and verifies.
+    idp.pool.keys = load_or_create_keys(None)
+    clock.advance(31)
+    token = sign(idp.pool.keys, id_claims(idp))
+    assert (await verifier.verify_id_token(jwks, token, nonce=NONCE, access_token="x"))["sub"] == "u-1"
+    assert fetches == 2
+
+
+async def test_jwks_outage_is_idp_unavailable(http: aiohttp.ClientSession) -> None:
+    with pytest.raises(IdpUnavailable):
+        await JwksCache(http, "http://127.0.0.1:9/jwks.json", timeout=1).refresh()
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoPool]:
+    with moto_pool() as pool:
+        yield pool
+
+
+async def test_moto_issued_tokens_verify_with_the_issuer_pointed_at_moto(
+    moto: MotoPool, http: aiohttp.ClientSession
+) -> None:
+    """An independent Cognito model: its tokens pass every check the gateway makes, except the nonce, which
+    moto's API-issued tokens cannot carry (only the hosted-UI code flow sets one)."""
+    jwks = JwksCache(http, moto.jwks_url, timeout=5)
+    verifier = TokenVerifier(settings_for(moto.issuer, moto.client_id))
+    access = await verifier.verify_access_token(jwks, moto.access_token)
+    assert access["username"] == "alice" and access["token_use"] == "access"
+    with pytest.raises(InvalidToken, match="nonce"):
+        await verifier.verify_id_token(jwks, moto.id_token, nonce=NONCE, access_token=moto.access_token)
+    with pytest.raises(InvalidToken, match=r"token_use|client_id"):
+        await verifier.verify_access_token(jwks, moto.id_token)
+    with pytest.raises(InvalidToken, match="another client"):
+        await TokenVerifier(settings_for(moto.issuer, "some-other-client")).verify_access_token(jwks, moto.access_token)
+    with pytest.raises(InvalidToken):
+        await TokenVerifier(
+            settings_for("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_other")
+        ).verify_access_token(jwks, moto.access_token)
