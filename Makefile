@@ -18,6 +18,8 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/cfn-lint deploy/cloudformation/cognito.yaml
 
 test: lint
 	$(BIN)/pytest

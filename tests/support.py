@@ -111,8 +111,10 @@ class AuthorizeAttempt:
 class CapturedProcess:
     """A ``python -m …`` child whose stdout and stderr lines are collected by threads, so tests can wait on them."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str] | None = None, cwd: Path = ROOT) -> None:
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    def __init__(
+        self, args: list[str], env: Mapping[str, str] | None = None, cwd: Path = ROOT, *, inherit_env: bool = True
+    ) -> None:
+        full_env = {**(os.environ if inherit_env else {}), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=cwd,

@@ -131,3 +131,25 @@ async def test_health_and_readiness(stack: Stack) -> None:
 
 def test_stack_fixture_reads_the_real_banner(stack: Stack) -> None:
     assert stack.env["COGNITO_CLIENT_ID"] == "gateway" and Path(".").exists()
+
+
+def test_container_healthcheck_follows_gateway_listen(stack: Stack) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .support import ROOT, free_port
+
+    def check(listen: str) -> int:
+        env = {**os.environ, "GATEWAY_LISTEN": listen}
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.healthcheck"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        ).returncode
+
+    assert check(stack.env["GATEWAY_LISTEN"].replace("127.0.0.1", "0.0.0.0")) == 0
+    assert check(f"127.0.0.1:{free_port()}") == 1

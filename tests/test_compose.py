@@ -1,0 +1,120 @@
+"""docker-compose.yml without a Docker engine: checked statically, then its services run with exactly the commands
+and environment compose gives them (service hostnames mapped to loopback), and a sign-in goes through them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator, Mapping
+
+import pytest
+import yaml
+from yarl import URL
+
+from .stack import HTML, fill_form
+from .support import ROOT, CapturedProcess, new_browser
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict = COMPOSE["services"]
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def interpolate(value: str, environ: Mapping[str, str]) -> str:
+    """Compose's ${VAR:-default} with an empty environment: what `docker compose up` uses without a .env."""
+    return _VARIABLE.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value)
+
+
+def image_command() -> list[str]:
+    cmd = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")][-1]
+    return json.loads(cmd[4:])
+
+
+def on_loopback(value: str) -> str:
+    """Service hostnames (and 0.0.0.0) as they resolve when every service runs on this machine."""
+    for name in SERVICES:
+        value = re.sub(rf"(?<=//){name}(?=[:/])", "127.0.0.1", value)
+    return value.replace("0.0.0.0", "127.0.0.1")
+
+
+def service_process(name: str) -> tuple[list[str], dict[str, str]]:
+    service = SERVICES[name]
+    command = service.get("command") or image_command()
+    assert command[:2] == ["python", "-m"], command
+    environment = {
+        key: on_loopback(interpolate(str(value), {})) for key, value in (service.get("environment") or {}).items()
+    }
+    return [on_loopback(arg) for arg in command[1:]], environment
+
+
+def test_compose_file_shape() -> None:
+    assert set(SERVICES) == {"gateway", "dev_idp", "upstream_demo"}
+    assert SERVICES["gateway"]["ports"][0] == "8000:8000"
+    assert "ports" not in SERVICES["upstream_demo"], "upstream_demo trusts identity headers: never publish it"
+    assert SERVICES["dev_idp"]["network_mode"] == "service:gateway"
+    assert image_command() == ["python", "-m", "gateway"]
+
+
+def test_docker_compose_config_validates_the_file() -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true and no docker-compose: .ci/run must `apt-get install docker-compose`")
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose): static check not run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COGNITO_", "GATEWAY_"))}
+    result = subprocess.run(
+        [tool, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert resolved["gateway"]["environment"]["GATEWAY_UPSTREAM"] == "http://upstream_demo:5000"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture(scope="module")
+def compose_services() -> Iterator[dict[str, CapturedProcess]]:
+    busy = [port for port in (8000, 9000, 5000) if not _port_free(port)]
+    if busy:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"ports {busy} are taken; the compose services need 8000, 9000 and 5000")
+        pytest.skip(f"ports {busy} are in use (is `make demo` running?): compose services not started")
+    started: dict[str, CapturedProcess] = {}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COGNITO_", "GATEWAY_", "DEV_IDP_"))}
+    try:
+        for name, ready in (("upstream_demo", "listening on"), ("dev_idp", "^# ready"), ("gateway", "listening on")):
+            args, environment = service_process(name)
+            process = CapturedProcess(args, env={**clean, **environment}, inherit_env=False)
+            started[name] = process
+            process.wait_for(ready)
+        yield started
+    finally:
+        for process in reversed(started.values()):
+            process.stop()
+
+
+def test_compose_environment_has_no_dangling_variables() -> None:
+    for name in SERVICES:
+        _, environment = service_process(name)
+        for key, value in environment.items():
+            assert "${" not in value, (name, key)
+
+
+async def test_sign_in_through_the_compose_services(compose_services: dict[str, CapturedProcess]) -> None:
+    async with new_browser() as browser:
+        async with browser.get("http://localhost:8000/", headers=HTML) as page:
+            assert URL(str(page.url)).origin() == URL("http://localhost:9000"), "the browser uses localhost:9000"
+            landed = await fill_form(browser, page, {"username": "alice", "password": "alice-password"})
+        assert str(landed.url) == "http://localhost:8000/"
+        assert "Hello, <b id=user>alice</b>" in await landed.text()
