@@ -18,15 +18,24 @@ from aiohttp import web
 from . import auth, health, proxy
 from .appkeys import IDP, LOGINS, PROVIDER, SESSIONS, SETTINGS, UPSTREAM_HTTP, VERIFIER
 from .config import Settings
+from .cookie_store import CookieSessionStore
 from .errors import IdpUnavailable
 from .idp_client import IdpClient
 from .login import LoginStates
 from .middleware import error_middleware
 from .provider import Provider
-from .session import CookieSessionStore
+from .redis_store import RedisSessionStore
+from .session import SessionStore
+from .sessions import SessionManager
 from .tokens import TokenVerifier
 
 log = logging.getLogger("gateway")
+
+
+def _session_store(settings: Settings) -> SessionStore:
+    if settings.session.store == "redis":
+        return RedisSessionStore(settings.session)
+    return CookieSessionStore(settings.session)
 
 
 async def _identity_provider(app: web.Application) -> AsyncIterator[None]:
@@ -37,6 +46,9 @@ async def _identity_provider(app: web.Application) -> AsyncIterator[None]:
     provider = Provider(http, settings.cognito)
     app[PROVIDER] = provider
     app[IDP] = IdpClient(http, settings.cognito)
+    store = _session_store(settings)
+    sessions = SessionManager(store, settings.session, provider=provider, idp=app[IDP], verifier=app[VERIFIER])
+    app[SESSIONS] = sessions
     try:
         await provider.load()
         log.info("identity provider ready: %s", settings.cognito.issuer)
@@ -50,6 +62,7 @@ async def _identity_provider(app: web.Application) -> AsyncIterator[None]:
         loader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loader
+    await store.close()
     await http.close()
 
 
@@ -71,12 +84,17 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     await http.close()
 
 
+async def _write_session_cookies(request: web.Request, response: web.StreamResponse) -> None:
+    """Session changes reach the browser on every response, streamed ones included (see sessions.py)."""
+    await request.app[SESSIONS].on_response_prepare(request, response)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=1024**2, handler_args={})
     app[SETTINGS] = settings
-    app[SESSIONS] = CookieSessionStore(settings.session)
     app[LOGINS] = LoginStates(settings)
     app[VERIFIER] = TokenVerifier(settings.cognito)
+    app.on_response_prepare.append(_write_session_cookies)
     app.cleanup_ctx.append(_identity_provider)
     app.cleanup_ctx.append(_upstream_client)
 

@@ -9,11 +9,11 @@ from .config import Settings
 from .idp_client import IdpClient
 from .login import LoginStates
 from .provider import Provider
-from .session import SessionStore
+from .sessions import SessionManager
 from .tokens import TokenVerifier
 
 SETTINGS = web.AppKey("settings", Settings)
-SESSIONS = web.AppKey("sessions", SessionStore)
+SESSIONS = web.AppKey("sessions", SessionManager)
 LOGINS = web.AppKey("logins", LoginStates)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 PROVIDER = web.AppKey("provider", Provider)

@@ -78,7 +78,7 @@ def unauthorized(request: web.Request) -> web.Response:
 
 async def require_session(request: web.Request) -> UserSession | web.StreamResponse:
     """The request's session, or the answer that asks for one: a sign-in redirect for navigations, else 401."""
-    session = await request.app[SESSIONS].load(request)
+    session = await request.app[SESSIONS].current(request)
     if session is not None:
         return session
     if is_navigation(request):
@@ -88,7 +88,7 @@ async def require_session(request: web.Request) -> UserSession | web.StreamRespo
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
     return_to = _return_to(request, default="/")
-    if await request.app[SESSIONS].load(request) is not None:
+    if await request.app[SESSIONS].current(request) is not None:
         return redirect(return_to)
     return await start_sign_in(request, return_to)
 
@@ -129,7 +129,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     else:
         response = redirect(attempt.return_to)
         # A new session (and new cookie) at every sign-in: nothing from before sign-in carries over (fixation).
-        await request.app[SESSIONS].save(request, response, session)
+        await request.app[SESSIONS].start(request, session)
         log.info("signed in %s (sub %s)", session.username, session.sub)
     logins.forget(request, response, state)  # single use, whatever the outcome
     return response
@@ -171,8 +171,8 @@ def _failure_page(request: web.Request, error: SignInFailed) -> web.Response:
 async def sign_out(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     return_to = _return_to(request, default=settings.sign_out_redirect)
-    sessions, provider = request.app[SESSIONS], request.app[PROVIDER]
-    session = await sessions.load(request)
+    provider = request.app[PROVIDER]
+    session = await request.app[SESSIONS].end(request)
     logout_uri = str(settings.public_url.join(URL(return_to)))
     endpoints = provider.endpoints() if provider.ready else None
     if endpoints is not None and endpoints.end_session is not None:
@@ -184,7 +184,6 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     else:
         target = return_to
     response = redirect(target)
-    await sessions.clear(request, response)
     request.app[LOGINS].clear_all(request, response)
     if session is not None:
         if session.refresh_token and endpoints is not None:
@@ -194,7 +193,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 
 
 async def userinfo(request: web.Request) -> web.StreamResponse:
-    session = await request.app[SESSIONS].load(request)
+    session = await request.app[SESSIONS].current(request)
     if session is None:
         response = error_response(request, 401, "Signed out", "Sign-in required.", code="unauthorized")
         response.headers["WWW-Authenticate"] = f'Bearer realm="{request.app[SETTINGS].public_url.host}"'

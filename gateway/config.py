@@ -76,9 +76,19 @@ class SessionSettings:
     secure: bool
     samesite: str
     domain: str | None
+    idle_timeout: int = 2 * 3600
+    refresh_before: int = 300  # refresh when the tokens expire within this many seconds
+    refresh_grace: int = 600  # on an IdP outage, keep a session this long past its tokens' expiry
+    store: str = "cookie"  # "cookie" or "redis"
+    redis_url: str | None = None
 
-    def __repr__(self) -> str:  # the keys are secrets
-        return f"SessionSettings(cookie_name={self.cookie_name!r}, lifetime={self.lifetime}, keys=<{len(self.keys)}>)"
+    @property
+    def touch_interval(self) -> int:
+        """How stale ``last_seen`` may get before it is written again (bounds the writes idle tracking costs)."""
+        return max(1, min(60, self.idle_timeout // 10))
+
+    def __repr__(self) -> str:  # the keys (and a Redis URL's password) are secrets
+        return f"SessionSettings(store={self.store!r}, cookie_name={self.cookie_name!r}, lifetime={self.lifetime}, keys=<{len(self.keys)}>)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,7 +310,21 @@ class _Parser:
         elif samesite == "None" and not secure:
             self.problems.append("GATEWAY_COOKIE_SAMESITE: none needs secure cookies (an https GATEWAY_PUBLIC_URL)")
         lifetime = int(self.duration("GATEWAY_SESSION_LIFETIME", 12 * 3600, minimum=60))
+        idle_timeout = int(self.duration("GATEWAY_SESSION_IDLE_TIMEOUT", 2 * 3600, minimum=10))
         login_timeout = int(self.duration("GATEWAY_LOGIN_TIMEOUT", 15 * 60, minimum=30))
+        refresh_before = int(self.duration("GATEWAY_REFRESH_BEFORE", 300, minimum=0))
+        refresh_grace = int(self.duration("GATEWAY_REFRESH_GRACE", 600, minimum=0))
+        store = (self.raw("GATEWAY_SESSION_STORE") or "cookie").lower()
+        redis_url = self.raw("GATEWAY_REDIS_URL")
+        if store not in ("cookie", "redis"):
+            self.problems.append(f"GATEWAY_SESSION_STORE: {store!r} is not cookie or redis")
+        elif store == "redis" and redis_url is None:
+            self.problems.append(
+                "GATEWAY_REDIS_URL: required when GATEWAY_SESSION_STORE=redis (e.g. redis://redis:6379/0)"
+            )
+        if redis_url is not None and URL(redis_url).scheme not in ("redis", "rediss", "unix"):
+            # SECURITY: the URL may hold a password, so only its scheme is quoted back.
+            self.problems.append("GATEWAY_REDIS_URL: must start with redis://, rediss:// or unix://")
         if raw is None or len(keys) != len(raw.split(",")):
             return None
         return SessionSettings(
@@ -311,6 +335,11 @@ class _Parser:
             secure=secure,
             samesite=samesite,
             domain=self.raw("GATEWAY_COOKIE_DOMAIN"),
+            idle_timeout=idle_timeout,
+            refresh_before=refresh_before,
+            refresh_grace=refresh_grace,
+            store=store,
+            redis_url=redis_url,
         )
 
     def upstream(self) -> UpstreamSettings | None:

@@ -64,3 +64,11 @@ class UpstreamTimeout(GatewayError):
 
 class InvalidToken(Exception):
     """A token failed verification; the message says why (for the log, never for the client)."""
+
+
+class StoreUnavailable(GatewayError):
+    status = 503
+    title = "Sessions are unavailable"
+
+    def __init__(self, message: str = "The session store cannot be reached. Try again in a moment.") -> None:
+        super().__init__(message, code="session_store_unavailable")

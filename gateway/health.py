@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from .appkeys import PROVIDER, SETTINGS
+from .appkeys import PROVIDER, SESSIONS, SETTINGS
 
 _UPSTREAM_CHECK_TIMEOUT = 2.0
 
@@ -21,6 +21,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {
         "identity_provider": "ok" if provider.ready else f"not ready: {provider.last_error}",
         "upstream": await _reachable(upstream.host or "", upstream.port or 80),
+        "session_store": await request.app[SESSIONS].store.readiness(),
     }
     ready = all(value == "ok" for value in checks.values())
     return web.json_response(

@@ -69,6 +69,22 @@ class IdpClient:
             refresh_token = None
         return TokenResponse(id_token, access_token, refresh_token, expires_in if isinstance(expires_in, int) else 3600)
 
+    async def refresh(self, endpoints: Endpoints, refresh_token: str) -> TokenResponse:
+        """New ID and access tokens for a refresh token. Cognito sends no new refresh token (without rotation)."""
+        body = await self._post_token(endpoints.token, {"grant_type": "refresh_token", "refresh_token": refresh_token})
+        return self._tokens(body)
+
+    def _tokens(self, body: dict[str, Any]) -> TokenResponse:
+        id_token, access_token = body.get("id_token"), body.get("access_token")
+        refresh_token, expires_in = body.get("refresh_token"), body.get("expires_in", 3600)
+        if not isinstance(id_token, str) or not isinstance(access_token, str):
+            raise SignInFailed(
+                "The identity provider did not return the expected tokens.", code="invalid_token_response"
+            )
+        if refresh_token is not None and not isinstance(refresh_token, str):
+            refresh_token = None
+        return TokenResponse(id_token, access_token, refresh_token, expires_in if isinstance(expires_in, int) else 3600)
+
     async def _post_token(self, url: str, form: dict[str, str]) -> dict[str, Any]:
         headers = self._auth(form)
         try:

@@ -29,17 +29,24 @@ class TokenVerifier:
         self._settings = settings
         self._clock = clock
 
-    async def verify_id_token(self, jwks: JwksCache, token: str, *, nonce: str, access_token: str) -> dict[str, Any]:
+    async def verify_id_token(
+        self, jwks: JwksCache, token: str, *, nonce: str | None, access_token: str, sub: str | None = None
+    ) -> dict[str, Any]:
+        """Verify an ID token from a sign-in (``nonce`` given) or from a refresh (``sub`` of the session given)."""
         claims, algorithm = await self._decode(
             jwks, token, audience=self._settings.client_id, required=["exp", "iat", "iss", "aud", "sub", "token_use"]
         )
         if claims.get("token_use") != "id":
             raise InvalidToken("token_use is not id")
-        presented = claims.get("nonce")
-        # SECURITY: the nonce binds the ID token to this browser's sign-in; without it a token from another
-        # sign-in (an attacker's, or an old one) would be accepted.
-        if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), nonce.encode()):
-            raise InvalidToken("nonce does not match this sign-in")
+        if nonce is not None:
+            presented = claims.get("nonce")
+            # SECURITY: the nonce binds the ID token to this browser's sign-in; without it a token from another
+            # sign-in (an attacker's, or an old one) would be accepted.
+            if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), nonce.encode()):
+                raise InvalidToken("nonce does not match this sign-in")
+        elif sub is None or claims.get("sub") != sub:
+            # SECURITY: a refreshed ID token carries no nonce; it must at least be about the session's user.
+            raise InvalidToken("refreshed ID token is for another subject")
         expected_at_hash = claims.get("at_hash")
         if expected_at_hash is not None and not hmac.compare_digest(
             str(expected_at_hash).encode(), _at_hash(access_token, algorithm).encode()

@@ -126,7 +126,7 @@ async def test_health_and_readiness(stack: Stack) -> None:
         async with client.get(f"{stack.url}/oauth2/readyz") as response:
             body = await response.json()
             assert response.status == 200, body
-            assert body["checks"] == {"identity_provider": "ok", "upstream": "ok"}
+            assert body["checks"] == {"identity_provider": "ok", "upstream": "ok", "session_store": "ok"}
 
 
 def test_stack_fixture_reads_the_real_banner(stack: Stack) -> None:

@@ -10,7 +10,8 @@ import pytest
 from yarl import URL
 
 from gateway.config import Settings
-from gateway.session import CookieSessionStore, UserSession
+from gateway.cookie_store import CookieSessionStore
+from gateway.session import UserSession
 
 from .stack import HTML, Stack, browse_and_sign_in, fill_form
 from .support import new_browser
@@ -126,7 +127,7 @@ async def _cookie_for(store: CookieSessionStore, session: UserSession) -> dict[s
     from aiohttp.test_utils import make_mocked_request
 
     response = web.Response()
-    await store.save(make_mocked_request("GET", "/"), response, session)
+    store.set_cookie(make_mocked_request("GET", "/"), response, session)
     return {name: morsel.value for name, morsel in response.cookies.items() if morsel.value}
 
 

@@ -1,0 +1,200 @@
+"""The Redis session store, for many replicas and for revocation that takes effect at once.
+
+The cookie holds only an opaque random id (256 bits). Redis holds the session under the SHA-256 of that id (so a
+copy of the database yields no usable cookie), encrypted with the session secret, with a TTL equal to the
+session's remaining life. Each user has an index of their sessions, so an administrator can end them all at once
+(``python -m gateway sessions revoke --user alice``). Refreshes take a Redis lock, so two replicas never refresh
+the same session at once. When Redis cannot be reached, requests that need a session get a 503, never a pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from urllib.parse import quote
+
+import redis.asyncio as redis
+from aiohttp import web
+from cryptography.fernet import InvalidToken
+from redis.exceptions import LockError, RedisError
+
+from .config import SessionSettings
+from .crypto import SESSION_PURPOSE, fernet_for
+from .errors import StoreUnavailable
+from .session import Loaded, UserSession, expire_cookie
+
+log = logging.getLogger("gateway.session")
+
+LOCK_TIMEOUT = 15  # seconds a refresh may hold the lock before Redis frees it for another replica
+
+
+class RefreshBusy(Exception):
+    """Another replica held the refresh lock for too long."""
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("ascii", "replace")).hexdigest()
+
+
+class RedisSessionStore:
+    def __init__(
+        self, settings: SessionSettings, clock: Callable[[], float] = time.time, client: redis.Redis | None = None
+    ) -> None:
+        assert settings.redis_url is not None
+        self._settings = settings
+        self._clock = clock
+        self._client = client or redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15
+        )
+        self._prefix = f"cognito-gateway:{settings.cookie_name}:"
+        self._all_keys = fernet_for(settings.keys, SESSION_PURPOSE)
+        self._first_key = fernet_for(settings.keys[:1], SESSION_PURPOSE)
+        self._params = {
+            "path": "/",
+            "domain": settings.domain,
+            "secure": settings.secure,
+            "httponly": True,
+            "samesite": settings.samesite,
+        }
+
+    def _session_key(self, digest: str) -> str:
+        return f"{self._prefix}session:{digest}"
+
+    def _user_key(self, username: str) -> str:
+        return f"{self._prefix}user:{quote(username, safe='')}"
+
+    def _decode(self, blob: bytes, session_id: str) -> Loaded | None:
+        stale = False
+        try:
+            plain = self._first_key.decrypt(blob)
+        except InvalidToken:
+            try:
+                plain, stale = self._all_keys.decrypt(blob), True
+            except InvalidToken:
+                return None  # written under a secret that has since been removed: signed out
+        session = UserSession.from_dict(json.loads(plain), session_id=session_id)
+        return Loaded(session, stale) if session is not None else None
+
+    async def _get(self, session_id: str) -> Loaded | None:
+        try:
+            blob = await self._client.get(self._session_key(_digest(session_id)))
+        except RedisError as exc:
+            log.warning("redis unavailable: %s", exc.__class__.__name__)
+            raise StoreUnavailable() from exc
+        return self._decode(blob, session_id) if blob is not None else None
+
+    async def load(self, request: web.Request) -> Loaded | None:
+        session_id = request.cookies.get(self._settings.cookie_name)
+        if not session_id or len(session_id) != 43:
+            return None
+        loaded = await self._get(session_id)
+        if loaded is None or loaded.session.expired(
+            self._clock(), lifetime=self._settings.lifetime, idle_timeout=self._settings.idle_timeout
+        ):
+            return None
+        return loaded
+
+    async def persist(self, session: UserSession) -> UserSession:
+        # SECURITY: a new session always gets a new random id (256 bits), so no id chosen before sign-in survives it.
+        session_id = session.session_id or secrets.token_urlsafe(32)
+        session = dataclasses.replace(session, session_id=session_id)
+        now = int(self._clock())
+        ttl = min(session.created_at + self._settings.lifetime, session.last_seen + self._settings.idle_timeout) - now
+        digest = _digest(session_id)
+        blob = self._all_keys.encrypt(json.dumps(session.to_dict()).encode())
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._session_key(digest), blob, ex=max(1, ttl))
+                pipe.sadd(self._user_key(session.username), digest)
+                pipe.expire(self._user_key(session.username), self._settings.lifetime)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable() from exc
+        return session
+
+    def set_cookie(self, request: web.Request, response: web.StreamResponse, session: UserSession) -> None:
+        if session.session_id is None or request.cookies.get(self._settings.cookie_name) == session.session_id:
+            return
+        remaining = max(1, session.created_at + self._settings.lifetime - int(self._clock()))
+        response.set_cookie(self._settings.cookie_name, session.session_id, max_age=remaining, **self._params)
+
+    def clear_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
+        for name in request.cookies:
+            if name == self._settings.cookie_name or (
+                name.startswith(f"{self._settings.cookie_name}_")
+                and (name[len(self._settings.cookie_name) + 1 :].isdigit())
+            ):
+                expire_cookie(response, name, self._params)
+
+    async def delete(self, session: UserSession) -> None:
+        if session.session_id is None:
+            return
+        digest = _digest(session.session_id)
+        try:
+            await self._client.delete(self._session_key(digest))
+            await self._client.srem(self._user_key(session.username), digest)
+        except RedisError as exc:
+            raise StoreUnavailable() from exc
+
+    def refresh_lock(self, session: UserSession) -> AbstractAsyncContextManager[None]:
+        return self._locked(_digest(session.session_id or ""))
+
+    @asynccontextmanager
+    async def _locked(self, digest: str) -> AsyncIterator[None]:
+        lock = self._client.lock(f"{self._prefix}lock:{digest}", timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_TIMEOUT)
+        try:
+            acquired = await lock.acquire()
+        except RedisError as exc:
+            raise StoreUnavailable() from exc
+        if not acquired:
+            raise RefreshBusy()
+        try:
+            yield
+        finally:
+            try:
+                await lock.release()
+            except (LockError, RedisError):
+                log.warning("refresh lock expired before release")
+
+    async def reload(self, session: UserSession) -> UserSession | None:
+        loaded = await self._get(session.session_id or "")
+        return loaded.session if loaded is not None else None
+
+    async def readiness(self) -> str:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            return f"unreachable: {exc.__class__.__name__}"
+        return "ok"
+
+    async def sessions_of(self, username: str) -> list[UserSession]:
+        """Every live session of ``username`` (the index is pruned of the ones that expired)."""
+        sessions = []
+        for digest in await self._client.smembers(self._user_key(username)):
+            digest = digest.decode()
+            blob = await self._client.get(self._session_key(digest))
+            if blob is None:
+                await self._client.srem(self._user_key(username), digest)
+                continue
+            loaded = self._decode(blob, session_id=f"sha256:{digest[:12]}")
+            if loaded is not None:
+                sessions.append(loaded.session)
+        return sessions
+
+    async def revoke_user(self, username: str) -> int:
+        """End every session of ``username`` at once; returns how many there were."""
+        digests = [d.decode() for d in await self._client.smembers(self._user_key(username))]
+        removed = 0
+        if digests:
+            removed = await self._client.delete(*(self._session_key(d) for d in digests))
+        await self._client.delete(self._user_key(username))
+        return int(removed)
+
+    async def close(self) -> None:
+        await self._client.aclose()
