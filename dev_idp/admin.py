@@ -49,6 +49,12 @@ async def show_user(request: web.Request) -> web.Response:
     return web.json_response(_user_json(request))
 
 
+async def stats(request: web.Request) -> web.Response:
+    """How many token requests each grant type has had: lets tests count refreshes from the IdP's side."""
+    _check_admin(request)
+    return web.json_response({"token_requests": dict(request.app[POOL].grants.token_requests)})
+
+
 async def set_enabled(request: web.Request) -> web.Response:
     _check_admin(request)
     body = _user_json(request)

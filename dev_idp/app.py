@@ -43,6 +43,7 @@ def create_app(pool: Pool) -> web.Application:
     app.router.add_get("/confirm", hosted_ui.confirm_get)
     app.router.add_post("/confirm", hosted_ui.confirm_post)
     app.router.add_get("/error", hosted_ui.error_get)
+    app.router.add_get("/admin/stats", admin.stats)
     app.router.add_get("/admin/users/{username}", admin.show_user)
     app.router.add_post("/admin/users/{username}/{action:enable|disable}", admin.set_enabled)
     return app

@@ -41,6 +41,7 @@ class GrantStore:
         self._refresh: dict[str, RefreshRecord] = {}
         self._sessions: dict[str, tuple[str, float]] = {}
         self.revoked_origin_jtis: set[str] = set()
+        self.token_requests: dict[str, int] = {}  # grant_type -> successful token responses, for tests and benches
 
     # Authorization codes -------------------------------------------------------------------------------------
     def issue_code(self, grant: Grant, *, redirect_uri: str, code_challenge: str | None, nonce: str | None) -> str:

@@ -146,6 +146,8 @@ async def token(request: web.Request) -> web.Response:
         fields = await _form(request)
         client = authenticate_client(request, fields, pool)
         grant_type = fields.get("grant_type")
+        if grant_type in ("authorization_code", "refresh_token"):
+            pool.grants.token_requests[grant_type] = pool.grants.token_requests.get(grant_type, 0) + 1
         if grant_type == "authorization_code":
             return _exchange_code(pool, client, fields)
         if grant_type == "refresh_token":

@@ -1,4 +1,7 @@
-"""``python -m gateway``: read the environment, report every configuration problem at once (exit 2), serve."""
+"""``python -m gateway``: read the environment, report every configuration problem at once (exit 2), serve.
+
+``python -m gateway sessions list|revoke --user NAME`` manages a user's sessions (Redis store).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["sessions"]:
+        from .admin_cli import main as sessions_command
+
+        return sessions_command(sys.argv[2:])
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
