@@ -1,12 +1,13 @@
 """Benchmark: authenticated requests through the gateway against the same upstream reached directly.
 
-    .venv/bin/python bench/gateway_bench.py [--duration 10] [--connections 32] [--rounds 3]
+    .venv/bin/python bench/gateway_bench.py [--duration 10] [--connections 32] [--rounds 3] [--stores cookie,redis]
 
-It starts dev_idp, a minimal aiohttp upstream and the gateway on loopback, signs in once as alice, then runs wrk
-(Debian's ``wrk``) against the upstream directly and through the gateway, alternating, ``--rounds`` times each. It
-prints req/s and p50/p99 latency (medians over the rounds), the gateway's CPU seconds per 1,000 requests (from
-/proc), and the gateway/direct ratios, which are what to compare between machines: absolute figures on shared
-machines are noise. wrk sends the session cookie and ``Accept: text/html``, as a browser does.
+It starts dev_idp, a minimal aiohttp upstream, a redis-server (for the Redis store) and one gateway per session
+store on loopback, signs in once as alice on each, then runs wrk (Debian's ``wrk``) against the upstream directly
+and through each gateway, in alternating rounds. It prints req/s and p50/p99 latency (medians over the rounds),
+each gateway's CPU seconds per 1,000 requests (from /proc), and the gateway/direct ratios, which are what to
+compare between machines: absolute figures on shared machines are noise. wrk sends the session cookie and
+``Accept: text/html``, as a browser does.
 """
 
 from __future__ import annotations
@@ -113,76 +114,103 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stores", default="cookie,redis", help="session stores to measure, comma-separated")
     parser.add_argument("--profile", metavar="SVG", help="record the gateway with py-spy during the first round")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is missing (apt-get install wrk)")
 
-    gateway_port, upstream_port = free_port(), free_port()
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    stores = [store.strip() for store in args.stores.split(",") if store.strip()]
+    upstream_port = free_port()
+    gateway_ports = {store: free_port() for store in stores}
     users = ROOT / "bench" / "results" / "users.json"
     users.parent.mkdir(exist_ok=True)
     directory = json.loads((ROOT / "dev_idp" / "default_directory.json").read_text())
-    directory["clients"][0]["callback_urls"] = [f"{gateway_url}/cognito_redirect"]
+    directory["clients"][0]["callback_urls"] = [
+        f"http://127.0.0.1:{port}/cognito_redirect" for port in gateway_ports.values()
+    ]
     users.write_text(json.dumps(directory))
 
     children: list[subprocess.Popen[str]] = []
+    gateways: dict[str, subprocess.Popen[str]] = {}
     try:
         idp_port = free_port()
-        idp = start(["-m", "dev_idp", "--port", str(idp_port), "--users", str(users)], ready=r"^# ready")
-        children.append(idp)
-        upstream = start(["bench/fast_upstream.py", str(upstream_port)], ready="# ready")
-        children.append(upstream)
-        env = {
+        children.append(start(["-m", "dev_idp", "--port", str(idp_port), "--users", str(users)], ready=r"^# ready"))
+        children.append(start(["bench/fast_upstream.py", str(upstream_port)], ready="# ready"))
+        base_env = {
             "COGNITO_ISSUER": f"http://localhost:{idp_port}/local_devpool1",
             "COGNITO_CLIENT_ID": "gateway",
             "COGNITO_CLIENT_SECRET": "gateway-dev-secret-for-local-use-only",
             "GATEWAY_UPSTREAM": f"http://127.0.0.1:{upstream_port}",
-            "GATEWAY_PUBLIC_URL": gateway_url,
-            "GATEWAY_LISTEN": f"127.0.0.1:{gateway_port}",
             "GATEWAY_SESSION_SECRET": "dnZ/js812RQDSb1Qdi0JioX6KnZx3KBKhqAh67NUdZQ=",
-            "GATEWAY_LOG_LEVEL": "warning",
         }
-        gateway = start(["-m", "gateway"], {**env, "GATEWAY_LOG_LEVEL": "info"}, ready="listening on")
-        children.append(gateway)
-        cookie = asyncio.run(sign_in(gateway_url))
-        headers = ["Accept: text/html", f"Cookie: {cookie}"]
-        wrk(f"{gateway_url}/warmup", duration=2, connections=args.connections, headers=headers)
+        if "redis" in stores:
+            redis_port = free_port()
+            redis = subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
+                stdout=subprocess.DEVNULL,
+            )
+            children.append(redis)  # type: ignore[arg-type]
+            time.sleep(0.5)
+        headers: dict[str, list[str]] = {}
+        for store, port in gateway_ports.items():
+            env = {
+                **base_env,
+                "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+                "GATEWAY_SESSION_STORE": store,
+            }
+            if store == "redis":
+                env["GATEWAY_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            gateways[store] = start(["-m", "gateway"], env, ready="listening on")
+            children.append(gateways[store])
+            cookie = asyncio.run(sign_in(f"http://127.0.0.1:{port}"))
+            headers[store] = ["Accept: text/html", f"Cookie: {cookie}"]
+            wrk(f"http://127.0.0.1:{port}/warmup", duration=2, connections=args.connections, headers=headers[store])
 
-        direct, proxied, cpu_per_1000 = [], [], []
+        direct: list[dict[str, float]] = []
+        proxied: dict[str, list[dict[str, float]]] = {store: [] for store in stores}
+        cpu_per_1000: dict[str, list[float]] = {store: [] for store in stores}
         for _ in range(args.rounds):
             direct.append(
                 wrk(
                     f"http://127.0.0.1:{upstream_port}/bench",
                     duration=args.duration,
                     connections=args.connections,
-                    headers=headers,
+                    headers=["Accept: text/html"],
                 )
             )
-            before = cpu_seconds(gateway.pid)
-            spy = None
-            if args.profile and not proxied:
-                spy = subprocess.Popen(
-                    [
-                        "py-spy",
-                        "record",
-                        "--format",
-                        "raw",
-                        "-o",
-                        args.profile,
-                        "-p",
-                        str(gateway.pid),
-                        "-d",
-                        str(args.duration),
-                        "--nonblocking",
-                    ],
-                    stdout=subprocess.DEVNULL,
+            for store, port in gateway_ports.items():
+                pid = gateways[store].pid
+                before = cpu_seconds(pid)
+                spy = None
+                if args.profile and store == stores[0] and not proxied[store]:
+                    spy = subprocess.Popen(
+                        [
+                            "py-spy",
+                            "record",
+                            "--format",
+                            "raw",
+                            "-o",
+                            args.profile,
+                            "-p",
+                            str(pid),
+                            "-d",
+                            str(args.duration),
+                            "--nonblocking",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                    )
+                result = wrk(
+                    f"http://127.0.0.1:{port}/bench",
+                    duration=args.duration,
+                    connections=args.connections,
+                    headers=headers[store],
                 )
-            result = wrk(f"{gateway_url}/bench", duration=args.duration, connections=args.connections, headers=headers)
-            cpu_per_1000.append((cpu_seconds(gateway.pid) - before) / result["requests"] * 1000)
-            if spy is not None:
-                spy.wait(30)
-            proxied.append(result)
+                cpu_per_1000[store].append((cpu_seconds(pid) - before) / result["requests"] * 1000)
+                proxied[store].append(result)
+                if spy is not None:
+                    spy.wait(30)
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)
@@ -193,12 +221,19 @@ def main() -> int:
         return statistics.median(row[key] for row in rows)
 
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} alternating rounds, medians")
-    print(f"{'':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, rows in (("direct to upstream", direct), ("through the gateway", proxied)):
-        print(f"{name:22}{median(rows, 'rps'):>10.0f}{median(rows, 'p50_ms'):>10.2f}{median(rows, 'p99_ms'):>10.2f}")
-    print(f"gateway/direct req/s ratio: {median(proxied, 'rps') / median(direct, 'rps'):.2f}")
-    print(f"gateway/direct p50 ratio:   {median(proxied, 'p50_ms') / median(direct, 'p50_ms'):.2f}")
-    print(f"gateway CPU seconds per 1,000 authenticated requests: {statistics.median(cpu_per_1000):.3f}")
+    print(f"{'':26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'CPU s/1k':>10}")
+    direct_rps = median(direct, "rps")
+    print(
+        f"{'direct to upstream':26}{direct_rps:>9.0f}{median(direct, 'p50_ms'):>9.2f}{median(direct, 'p99_ms'):>9.2f}"
+    )
+    for store in stores:
+        rows = proxied[store]
+        print(
+            f"{'gateway, ' + store + ' store':26}{median(rows, 'rps'):>9.0f}{median(rows, 'p50_ms'):>9.2f}"
+            f"{median(rows, 'p99_ms'):>9.2f}{median(rows, 'rps') / direct_rps:>8.2f}"
+            f"{statistics.median(cpu_per_1000[store]):>10.3f}"
+        )
+    print("ratio: gateway req/s / direct req/s in the same run; CPU s/1k: gateway CPU seconds per 1,000 requests")
     return 0
 
 

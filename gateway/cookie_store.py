@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from aiohttp import web
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from cachetools import LRUCache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from .config import SessionSettings
@@ -32,6 +33,7 @@ log = logging.getLogger("gateway.session")
 
 CHUNK_SIZE = 3800  # value bytes per cookie: with name and attributes, each Set-Cookie stays under 4096
 MAX_CHUNKS = 4
+DECRYPTED_CACHE_SIZE = 2048  # sessions; a few MB at most
 
 
 class ChunkedEncryptedCookieStorage(EncryptedCookieStorage):
@@ -94,11 +96,29 @@ class CookieSessionStore:
         self._all_keys = fernet_for(settings.keys, SESSION_PURPOSE)
         self._first_key = fernet_for(settings.keys[:1], SESSION_PURPOSE)
         self.storage = ChunkedEncryptedCookieStorage(self._all_keys, settings)
+        # Decrypting and parsing the same cookie on every request of a page was the largest cost on the hot path.
+        # The key is the exact ciphertext: a hit is only possible for bytes that already decrypted and
+        # authenticated under our keys. Lifetime and idle limits are still checked on every request.
+        self._decrypted: LRUCache[str, Loaded] = LRUCache(maxsize=DECRYPTED_CACHE_SIZE)
 
     async def load(self, request: web.Request) -> Loaded | None:
         value = self.storage.load_cookie(request)
         if value is None:
             return None
+        loaded = self._decrypted.get(value)
+        if loaded is None:
+            loaded = self._decrypt(value)
+            if loaded is None:
+                return None
+            self._decrypted[value] = loaded
+        # SECURITY: lifetime and idle timeout are enforced here, on the server, not by the cookie's own Max-Age.
+        if loaded.session.expired(
+            self._clock(), lifetime=self._settings.lifetime, idle_timeout=self._settings.idle_timeout
+        ):
+            return None
+        return loaded
+
+    def _decrypt(self, value: str) -> Loaded | None:
         token, stale = value.encode("ascii", "replace"), False
         # A tampered, truncated or foreign-key cookie decrypts to nothing: signed out, never an error.
         try:
@@ -112,12 +132,7 @@ class CookieSessionStore:
             session = UserSession.from_dict(json.loads(plain).get("session"))
         except (ValueError, AttributeError):
             return None
-        # SECURITY: lifetime and idle timeout are enforced here, on the server, not by the cookie's own Max-Age.
-        if session is None or session.expired(
-            self._clock(), lifetime=self._settings.lifetime, idle_timeout=self._settings.idle_timeout
-        ):
-            return None
-        return Loaded(session, stale=stale)
+        return Loaded(session, stale=stale) if session is not None else None
 
     async def persist(self, session: UserSession) -> UserSession:
         return session  # nothing on the server: set_cookie writes it
