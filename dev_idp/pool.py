@@ -76,4 +76,5 @@ def redirect(location: str) -> web.Response:
 
 
 def new_admin_token() -> str:
-    return secrets.token_urlsafe(24)
+    # Hex, not base64url: a token starting with "-" would be read as an option by `admin --token`.
+    return secrets.token_hex(24)

@@ -195,9 +195,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 async def userinfo(request: web.Request) -> web.StreamResponse:
     session = await request.app[SESSIONS].current(request)
     if session is None:
-        response = error_response(request, 401, "Signed out", "Sign-in required.", code="unauthorized")
-        response.headers["WWW-Authenticate"] = f'Bearer realm="{request.app[SETTINGS].public_url.host}"'
-        return response
+        return unauthorized(request)
     body = {
         "user": session.username,
         "email": session.email,

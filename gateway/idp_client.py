@@ -58,16 +58,7 @@ class IdpClient:
             "redirect_uri": redirect_uri,
             "code_verifier": verifier,
         }
-        body = await self._post_token(endpoints.token, form)
-        id_token, access_token = body.get("id_token"), body.get("access_token")
-        refresh_token, expires_in = body.get("refresh_token"), body.get("expires_in", 3600)
-        if not isinstance(id_token, str) or not isinstance(access_token, str):
-            raise SignInFailed(
-                "The identity provider did not return the expected tokens.", code="invalid_token_response"
-            )
-        if refresh_token is not None and not isinstance(refresh_token, str):
-            refresh_token = None
-        return TokenResponse(id_token, access_token, refresh_token, expires_in if isinstance(expires_in, int) else 3600)
+        return self._tokens(await self._post_token(endpoints.token, form))
 
     async def refresh(self, endpoints: Endpoints, refresh_token: str) -> TokenResponse:
         """New ID and access tokens for a refresh token. Cognito sends no new refresh token (without rotation)."""

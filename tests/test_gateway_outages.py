@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .stack import HTML, SESSION_SECRET, directory_for, fill_form, start_gateway, start_upstream
+from .stack import HTML, SESSION_SECRET, Stack, directory_for, fill_form, start_gateway, start_upstream
 from .support import free_port, start_dev_idp, write_json
 
 
@@ -61,30 +61,16 @@ async def test_gateway_starts_without_its_idp_and_recovers(tmp_path: Path) -> No
 
 
 async def test_token_endpoint_down_during_the_callback_is_503_not_a_crash(tmp_path: Path) -> None:
-    idp_port, port = free_port(), free_port()
-    url, idp_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{idp_port}"
-    users = write_json(tmp_path / "users.json", directory_for(url))
-    idp = start_dev_idp("--users", str(users), "--port", str(idp_port), "--public-url", idp_url)
-    upstream, upstream_url = start_upstream()
-    env = {
-        **idp.env,
-        "GATEWAY_UPSTREAM": upstream_url,
-        "GATEWAY_PUBLIC_URL": url,
-        "GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "GATEWAY_SESSION_SECRET": SESSION_SECRET,
-        "GATEWAY_IDP_TIMEOUT": "2s",
-    }
-    gateway = start_gateway(env)
+    stack = Stack.start(tmp_path, gateway_env={"GATEWAY_IDP_TIMEOUT": "2s"})
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
-            async with browser.get(f"{url}/", headers=HTML) as page:
+            async with browser.get(f"{stack.url}/", headers=HTML) as page:
                 back = await fill_form(browser, page, {"username": "alice", "password": "alice-password"}, follow=False)
-            idp.process.stop()
+            stack.idp.process.stop()
             async with browser.get(back.headers["Location"], headers=HTML, allow_redirects=False) as response:
                 assert response.status == 503
                 assert "identity provider cannot be reached" in await response.text()
-            async with browser.get(f"{url}/oauth2/healthz") as response:
+            async with browser.get(f"{stack.url}/oauth2/healthz") as response:
                 assert response.status == 200
     finally:
-        for process in (gateway, upstream, idp.process):
-            process.stop()
+        stack.stop()

@@ -54,8 +54,8 @@ async def whoami(cluster: Cluster, cookies: dict[str, str]) -> int:
             return response.status
 
 
-def sessions_command(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **cluster.env}
+def sessions_command(cluster: Cluster, *args: str, **env_changes: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **cluster.env, **env_changes}
     return subprocess.run(
         [sys.executable, "-m", "gateway", "sessions", *args],
         cwd=ROOT,
@@ -102,16 +102,7 @@ async def test_revoke_every_session_of_one_user(cluster: Cluster) -> None:
 
 
 def test_sessions_command_needs_the_redis_store(cluster: Cluster) -> None:
-    env = {**os.environ, **cluster.env, "GATEWAY_SESSION_STORE": "cookie"}
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "sessions", "list", "--user", "alice"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = sessions_command(cluster, "list", "--user", "alice", GATEWAY_SESSION_STORE="cookie")
     assert result.returncode == 2 and "GATEWAY_SESSION_STORE=redis" in result.stderr
 
 

@@ -98,6 +98,12 @@ async def test_disabled_user_is_refused_within_one_token_lifetime(cluster: Clust
         elapsed = time.monotonic() - disabled_at
         print(f"disable -> first refused request: {elapsed:.1f} s (token lifetime {TOKEN_TTL} s)")
         assert response.status == 401
+        seen_by_upstream = cluster.upstream.output().count("GET /api/whoami")
+        assert seen_by_upstream >= 2, "upstream_demo logs each request it serves"
+        for _ in range(3):
+            async with client.get(f"{base}/api/whoami") as response:
+                assert response.status == 401
+        assert cluster.upstream.output().count("GET /api/whoami") == seen_by_upstream, "upstream never sees her again"
         async with client.get(f"{base}/", headers=HTML, allow_redirects=False) as response:
             assert response.status == 302 and "/oauth2/authorize" in response.headers["Location"]
     assert "refresh refused (invalid_grant)" in cluster.gateways[0].output()
