@@ -49,7 +49,13 @@ def start(name: str, args: list[str], env: dict[str, str], ready: str) -> tuple[
     return process, lines
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the shutdown
+    raise KeyboardInterrupt  # the same clean shutdown as Ctrl-C: the finally block stops every child
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     children: list[subprocess.Popen[str]] = []
     try:
         idp, idp_lines = start("dev_idp", ["-m", "dev_idp", "--port", str(IDP_PORT)], {}, r"^# ready")
