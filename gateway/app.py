@@ -90,7 +90,7 @@ async def _write_session_cookies(request: web.Request, response: web.StreamRespo
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2, handler_args={})
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
     app[SETTINGS] = settings
     app[LOGINS] = LoginStates(settings)
     app[VERIFIER] = TokenVerifier(settings.cognito)
