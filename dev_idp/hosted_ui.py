@@ -99,9 +99,7 @@ def issue_code(pool: Pool, auth: AuthorizeRequest, user: User) -> str:
 
 
 def _action(request: web.Request, path: str, **extra: str) -> str:
-    return str(
-        URL(path).with_query(request.query).update_query(extra) if extra else URL(path).with_query(request.query)
-    )
+    return str(URL(path).with_query(request.query).update_query(extra))
 
 
 async def login_get(request: web.Request) -> web.Response:

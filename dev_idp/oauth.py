@@ -123,7 +123,7 @@ def authenticate_client(request: web.Request, fields: dict[str, str], pool: Pool
     client = pool.directory.clients.get(client_id or "")
     if client is None:
         raise OAuthError("invalid_client")
-    if client.client_secret is None:
+    if client.is_public:
         if secret:
             raise OAuthError("invalid_client")
         return client

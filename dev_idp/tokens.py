@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 
 from .directory import Client, User
-from .keys import PoolKeys
+from .keys import PoolKeys, SigningKey
 
 _JWE_HEADER = base64.urlsafe_b64encode(b'{"cty":"JWT","enc":"A256GCM","alg":"RSA-OAEP"}').rstrip(b"=").decode()
 
@@ -92,15 +92,19 @@ class TokenMinter:
             "jti": str(uuid.uuid4()),
             "username": user.username,
         }
-        access_token = self._sign(access_claims, self._keys.access_token.kid, self._keys.access_token)
+        access_token = self._sign(access_claims, self._keys.access_token)
         id_token = None
+        # Scope "openid" alone releases every attribute, as Cognito does; otherwise each scope releases its own.
+        everything = grant.scopes == ("openid",)
+        with_email = everything or "email" in grant.scopes
+        with_profile = everything or "profile" in grant.scopes
         if "openid" in grant.scopes:
             id_claims: dict[str, Any] = {
                 "at_hash": at_hash(access_token),
                 "sub": user.sub,
                 **({"cognito:groups": list(user.groups)} if user.groups else {}),
             }
-            if "email" in grant.scopes or grant.scopes == ("openid",):
+            if with_email:
                 id_claims["email_verified"] = user.email_verified
             id_claims |= {
                 "iss": self._issuer,
@@ -112,22 +116,22 @@ class TokenMinter:
                 "token_use": "id",
                 "auth_time": grant.auth_time,
             }
-            if "profile" in grant.scopes or grant.scopes == ("openid",):
+            if with_profile:
                 id_claims |= user.attributes
             id_claims |= {"exp": now + client.id_token_validity, "iat": now, "jti": str(uuid.uuid4())}
-            if "email" in grant.scopes or grant.scopes == ("openid",):
+            if with_email:
                 id_claims["email"] = user.email
-            id_token = self._sign(id_claims, self._keys.id_token.kid, self._keys.id_token)
+            id_token = self._sign(id_claims, self._keys.id_token)
         return TokenSet(id_token=id_token, access_token=access_token, expires_in=client.access_token_validity)
 
     @staticmethod
-    def _sign(claims: dict[str, Any], kid: str, key: Any) -> str:
+    def _sign(claims: dict[str, Any], key: SigningKey) -> str:
         # Cognito's header is {"kid", "alg"} with no "typ"; PyJWT drops "typ" when it is set to None.
         return jwt.encode(
             claims,
             key.private_key,
             algorithm="RS256",
-            headers={"kid": kid, "typ": None},
+            headers={"kid": key.kid, "typ": None},
             json_encoder=CognitoJSONEncoder,
         )
 

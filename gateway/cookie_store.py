@@ -53,10 +53,6 @@ class ChunkedEncryptedCookieStorage(EncryptedCookieStorage):
         )
         self._fernet = fernet  # type: ignore[assignment]
 
-    @property
-    def params(self) -> dict[str, object]:
-        return dict(self._cookie_params)
-
     def chunk_names(self, count: int) -> list[str]:
         return [self.cookie_name if i == 0 else f"{self.cookie_name}_{i}" for i in range(count)]
 

@@ -70,9 +70,9 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     return listed
 
 
-def _spoofable(name: str, cookie_prefix: str) -> bool:
-    key = normalise(name)
-    return key.startswith(_STRIPPED_PREFIXES) or key in _STRIPPED_NAMES or key.startswith(normalise(cookie_prefix))
+def _spoofable(key: str, cookie_key: str) -> bool:
+    """``key`` and ``cookie_key`` are normalised names."""
+    return key.startswith(_STRIPPED_PREFIXES) or key in _STRIPPED_NAMES or key.startswith(cookie_key)
 
 
 def without_gateway_cookies(values: Iterable[str], cookie_prefix: str) -> str | None:
@@ -109,10 +109,11 @@ def upstream_request_headers(
 ) -> CIMultiDict[str]:
     """The client's headers as the upstream may see them, before identity and forwarding headers are added."""
     dropped = HOP_BY_HOP | _connection_listed(incoming)
+    cookie_key = normalise(cookie_prefix)
     outgoing: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         key = normalise(name)
-        if key in dropped or key == "cookie" or _spoofable(name, cookie_prefix):
+        if key in dropped or key == "cookie" or _spoofable(key, cookie_key):
             continue
         if key == "host" and not pass_host_header:
             continue

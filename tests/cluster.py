@@ -19,8 +19,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .stack import SESSION_SECRET, directory_for, start_gateway, start_upstream
-from .support import CapturedProcess, DevIdpProcess, free_port, start_dev_idp, write_json
+from .stack import HTML, SESSION_SECRET, directory_for, fill_form, start_gateway, start_upstream
+from .support import CapturedProcess, DevIdpProcess, free_port, new_browser, start_dev_idp, write_json
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -134,6 +134,19 @@ class Cluster:
         ports = [free_port() for _ in range(replicas)]
         gateways = [start_gateway({**env, "GATEWAY_LISTEN": f"127.0.0.1:{port}"}) for port in ports]
         return cls(idp, upstream, gateways, ports, public_url, balancer_port, env)
+
+    async def sign_in(self, user: str = "alice") -> tuple[dict[str, str], float]:
+        """Sign in through the first gateway directly; returns its cookies and when the tokens were issued."""
+        url = f"http://127.0.0.1:{self.ports[0]}"
+        async with new_browser() as browser:
+            issued = time.time()
+            async with browser.get(f"{url}/", headers=HTML) as page:
+                fields = {"username": user, "password": f"{user}-password"}
+                back = await fill_form(browser, page, fields, follow=False)
+            callback = back.headers["Location"].replace(self.public_url, url)
+            async with browser.get(callback, allow_redirects=False) as response:
+                assert response.status == 302
+            return {c.key: c.value for c in browser.cookie_jar if c.key.startswith("_cognito_gateway")}, issued
 
     def balancer(self) -> RoundRobin:
         balancer = RoundRobin(self.ports)

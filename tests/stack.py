@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from yarl import URL
+
+from gateway.config import Settings
+from gateway.cookie_store import CookieSessionStore
+from gateway.session import UserSession
 
 from .support import CapturedProcess, DevIdpProcess, free_port, start_dev_idp, write_json
 
@@ -92,6 +98,29 @@ class Stack:
     def stop(self) -> None:
         for process in (self.gateway, self.upstream, self.idp.process):
             process.stop()
+
+
+def forged_cookie(env: Mapping[str, str], session: UserSession, **overrides: str) -> dict[str, str]:
+    """The cookies a gateway configured by ``env`` (with ``overrides``) would set for ``session``."""
+    store = CookieSessionStore(Settings.from_env({**env, **overrides}).session)
+    response = web.Response()
+    store.set_cookie(make_mocked_request("GET", "/"), response, session)
+    return {name: morsel.value for name, morsel in response.cookies.items() if morsel.value}
+
+
+def alice_session(*, created: float, seen: float | None = None, groups: tuple[str, ...] = ()) -> UserSession:
+    return UserSession(
+        sub="s",
+        username="alice",
+        email="alice@example.com",
+        email_verified=True,
+        groups=groups,
+        preferred_username=None,
+        created_at=int(created),
+        auth_time=int(created),
+        token_expires_at=int(time.time()) + 3600,
+        last_seen=int(created if seen is None else seen),
+    )
 
 
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}

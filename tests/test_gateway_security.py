@@ -10,10 +10,9 @@ import pytest
 from yarl import URL
 
 from gateway.config import Settings
-from gateway.cookie_store import CookieSessionStore
 from gateway.session import UserSession
 
-from .stack import HTML, Stack, browse_and_sign_in, fill_form
+from .stack import HTML, Stack, alice_session, browse_and_sign_in, fill_form, forged_cookie
 from .support import new_browser
 
 BAD_RD = [
@@ -118,31 +117,8 @@ async def test_headers_named_in_connection_are_dropped(stack: Stack) -> None:
     assert received["x-end-to-end"] == "kept"
 
 
-def _store(stack: Stack, **overrides: str) -> CookieSessionStore:
-    return CookieSessionStore(Settings.from_env({**stack.env, **overrides}).session)
-
-
-async def _cookie_for(store: CookieSessionStore, session: UserSession) -> dict[str, str]:
-    from aiohttp import web
-    from aiohttp.test_utils import make_mocked_request
-
-    response = web.Response()
-    store.set_cookie(make_mocked_request("GET", "/"), response, session)
-    return {name: morsel.value for name, morsel in response.cookies.items() if morsel.value}
-
-
-def _alice(created_at: int) -> UserSession:
-    return UserSession(
-        sub="s",
-        username="alice",
-        email="alice@example.com",
-        email_verified=True,
-        groups=("admins",),
-        preferred_username=None,
-        created_at=created_at,
-        auth_time=created_at,
-        token_expires_at=created_at + 3600,
-    )
+def _alice(created: float) -> UserSession:
+    return alice_session(created=created, groups=("admins",))
 
 
 async def _whoami_status(stack: Stack, cookies: dict[str, str]) -> int:
@@ -152,20 +128,20 @@ async def _whoami_status(stack: Stack, cookies: dict[str, str]) -> int:
 
 
 async def test_a_forged_cookie_with_the_right_secret_works_which_proves_the_next_tests(stack: Stack) -> None:
-    assert await _whoami_status(stack, await _cookie_for(_store(stack), _alice(int(time.time())))) == 200
+    assert await _whoami_status(stack, forged_cookie(stack.env, _alice(time.time()))) == 200
 
 
 async def test_expired_session_is_refused_by_the_server_whatever_the_cookie_says(stack: Stack) -> None:
     lifetime = Settings.from_env(stack.env).session.lifetime
-    old = _alice(int(time.time()) - lifetime - 5)
+    old = _alice(time.time() - lifetime - 5)
     # Written by a gateway with a longer lifetime: the cookie itself is valid and unexpired for another day.
-    cookies = await _cookie_for(_store(stack, GATEWAY_SESSION_LIFETIME="48h"), old)
+    cookies = forged_cookie(stack.env, old, GATEWAY_SESSION_LIFETIME="48h")
     assert await _whoami_status(stack, cookies) == 401
 
 
 async def test_cookie_under_a_foreign_key_means_signed_out(stack: Stack) -> None:
-    foreign = _store(stack, GATEWAY_SESSION_SECRET="q" * 20 + "RkVGR0hJSktMTU5PUFFSU1RVVldYWVo=")
-    assert await _whoami_status(stack, await _cookie_for(foreign, _alice(int(time.time())))) == 401
+    foreign = {"GATEWAY_SESSION_SECRET": "q" * 20 + "RkVGR0hJSktMTU5PUFFSU1RVVldYWVo="}
+    assert await _whoami_status(stack, forged_cookie(stack.env, _alice(time.time()), **foreign)) == 401
 
 
 @pytest.mark.parametrize(

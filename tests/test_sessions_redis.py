@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from .cluster import Cluster, RedisServer
-from .stack import HTML, fill_form
-from .support import ROOT, new_browser
+from .stack import HTML
+from .support import ROOT
 
 
 @pytest.fixture
@@ -39,13 +39,7 @@ def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
 
 
 async def sign_in(cluster: Cluster, user: str = "alice") -> dict[str, str]:
-    url = f"http://127.0.0.1:{cluster.ports[0]}"
-    async with new_browser() as browser:
-        async with browser.get(f"{url}/", headers=HTML) as page:
-            back = await fill_form(browser, page, {"username": user, "password": f"{user}-password"}, follow=False)
-        async with browser.get(back.headers["Location"].replace(cluster.public_url, url), allow_redirects=False) as cb:
-            assert cb.status == 302
-        return {c.key: c.value for c in browser.cookie_jar if c.key.startswith("_cognito_gateway")}
+    return (await cluster.sign_in(user))[0]
 
 
 async def whoami(cluster: Cluster, cookies: dict[str, str]) -> int:

@@ -11,15 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 
 from gateway.config import Settings
-from gateway.cookie_store import CookieSessionStore
-from gateway.session import UserSession
 
 from .cluster import Cluster
-from .stack import HTML, SESSION_SECRET, fill_form, start_gateway
+from .stack import HTML, SESSION_SECRET, alice_session, fill_form, forged_cookie, start_gateway
 from .support import free_port, new_browser
 
 TOKEN_TTL = 6
@@ -32,20 +28,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running.stop()
 
 
-async def sign_in(cluster: Cluster) -> tuple[dict[str, str], float]:
-    """Sign in through the single gateway; returns its cookies and when the tokens were issued."""
-    async with new_browser() as browser:
-        url = f"http://127.0.0.1:{cluster.ports[0]}"
-        issued = time.time()
-        async with browser.get(f"{url}/", headers=HTML) as page:
-            back = await fill_form(browser, page, {"username": "alice", "password": "alice-password"}, follow=False)
-        async with browser.get(back.headers["Location"].replace(cluster.public_url, url), allow_redirects=False) as cb:
-            assert cb.status == 302
-        return {c.key: c.value for c in browser.cookie_jar if c.key.startswith("_cognito_gateway")}, issued
-
-
 async def test_a_burst_on_an_expiring_session_makes_one_token_call(cluster: Cluster) -> None:
-    cookies, issued = await sign_in(cluster)
+    cookies, issued = await cluster.sign_in()
     url = f"http://127.0.0.1:{cluster.ports[0]}/api/whoami"
     await asyncio.sleep(max(0, issued + TOKEN_TTL / 2 + 0.3 - time.time()))  # inside the refresh window
     before = (await cluster.token_requests()).get("refresh_token", 0)
@@ -67,7 +51,7 @@ async def test_a_burst_on_an_expiring_session_makes_one_token_call(cluster: Clus
 
 
 async def test_refreshed_cookie_reaches_the_browser_through_a_streamed_response(cluster: Cluster) -> None:
-    cookies, issued = await sign_in(cluster)
+    cookies, issued = await cluster.sign_in()
     await asyncio.sleep(max(0, issued + TOKEN_TTL / 2 + 0.3 - time.time()))
     base = f"http://127.0.0.1:{cluster.ports[0]}"
     async with aiohttp.ClientSession(cookies=cookies, cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
@@ -82,7 +66,7 @@ async def test_refreshed_cookie_reaches_the_browser_through_a_streamed_response(
 
 
 async def test_disabled_user_is_refused_within_one_token_lifetime(cluster: Cluster) -> None:
-    cookies, _ = await sign_in(cluster)
+    cookies, _ = await cluster.sign_in()
     base = f"http://127.0.0.1:{cluster.ports[0]}"
     async with aiohttp.ClientSession(cookies=cookies) as client:
         async with client.get(f"{base}/api/whoami") as response:
@@ -110,7 +94,7 @@ async def test_disabled_user_is_refused_within_one_token_lifetime(cluster: Clust
 
 
 async def test_an_idp_blip_signs_nobody_out(cluster: Cluster) -> None:
-    cookies, issued = await sign_in(cluster)
+    cookies, issued = await cluster.sign_in()
     cluster.idp.process.stop()
     await asyncio.sleep(max(0, issued + TOKEN_TTL / 2 + 0.3 - time.time()))
     async with aiohttp.ClientSession(cookies=cookies) as client:
@@ -121,28 +105,6 @@ async def test_an_idp_blip_signs_nobody_out(cluster: Cluster) -> None:
 
 
 # Expiry and rotation on the shared stack ------------------------------------------------------------------------
-def _cookie(env: dict[str, str], session: UserSession, **overrides: str) -> dict[str, str]:
-    store = CookieSessionStore(Settings.from_env({**env, **overrides}).session)
-    response = web.Response()
-    store.set_cookie(make_mocked_request("GET", "/"), response, session)
-    return {name: morsel.value for name, morsel in response.cookies.items() if morsel.value}
-
-
-def _alice(*, created: float, seen: float) -> UserSession:
-    return UserSession(
-        sub="s",
-        username="alice",
-        email="alice@example.com",
-        email_verified=True,
-        groups=(),
-        preferred_username=None,
-        created_at=int(created),
-        auth_time=int(created),
-        token_expires_at=int(time.time()) + 3600,
-        last_seen=int(seen),
-    )
-
-
 async def _status(url: str, cookies: dict[str, str]) -> tuple[int, list[str]]:
     async with aiohttp.ClientSession(cookies=cookies) as client, client.get(f"{url}/api/whoami") as response:
         return response.status, response.headers.getall("Set-Cookie", [])
@@ -151,16 +113,20 @@ async def _status(url: str, cookies: dict[str, str]) -> tuple[int, list[str]]:
 async def test_a_replayed_cookie_idle_too_long_is_refused(stack) -> None:  # type: ignore[no-untyped-def]
     idle = Settings.from_env(stack.env).session.idle_timeout
     now = time.time()
-    assert (await _status(stack.url, _cookie(stack.env, _alice(created=now - 60, seen=now - 30))))[0] == 200
+    assert (await _status(stack.url, forged_cookie(stack.env, alice_session(created=now - 60, seen=now - 30))))[
+        0
+    ] == 200
     # A cookie that is itself still valid (a later gateway with a longer idle timeout wrote it)...
-    replayed = _cookie(stack.env, _alice(created=now - 60, seen=now - idle - 5), GATEWAY_SESSION_IDLE_TIMEOUT="48h")
+    replayed = forged_cookie(
+        stack.env, alice_session(created=now - 60, seen=now - idle - 5), GATEWAY_SESSION_IDLE_TIMEOUT="48h"
+    )
     assert (await _status(stack.url, replayed))[0] == 401, "...is refused by the server after the idle timeout"
 
 
 async def test_rotating_the_secret_signs_nobody_out_and_rewrites_old_sessions(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     new_secret = "k6Xc0o7gq2dJ3bq8Yl0m4Sx5Tq9Wv2Zr1Hu6Ne3Pa7M="
     now = time.time()
-    old_cookie = _cookie(stack.env, _alice(created=now - 60, seen=now - 30))
+    old_cookie = forged_cookie(stack.env, alice_session(created=now - 60, seen=now - 30))
     port = free_port()
     rotated = start_gateway(
         {**stack.env, "GATEWAY_LISTEN": f"127.0.0.1:{port}", "GATEWAY_SESSION_SECRET": f"{new_secret},{SESSION_SECRET}"}
