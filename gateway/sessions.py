@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
+from cachetools import TTLCache
 
 from .config import SessionSettings
 from .errors import GatewayError, IdpUnavailable, InvalidToken
@@ -48,6 +49,7 @@ TRANSIENT: Final = _Outcome("transient")  # the IdP could not be asked: keep the
 _CLEAR: Final = _Outcome("clear")
 
 PENDING = web.RequestKey("pending_session", object)
+RECENT_REFRESH_TTL = 60  # seconds a refreshed session is handed to requests that still carry the old cookie
 
 
 class SessionManager:
@@ -68,6 +70,9 @@ class SessionManager:
         self._verifier = verifier
         self._clock = clock
         self._flights: dict[str, asyncio.Task[UserSession | _Outcome]] = {}
+        # Requests of a burst that load the old cookie after its refresh finished get the refreshed session too,
+        # instead of refreshing again (with Redis, the store's reload after the lock does the same across replicas).
+        self._refreshed: TTLCache[str, UserSession] = TTLCache(maxsize=10_000, ttl=RECENT_REFRESH_TTL)
 
     async def current(self, request: web.Request) -> UserSession | None:
         """The request's session, refreshed when due; None means the request needs a sign-in."""
@@ -78,7 +83,7 @@ class SessionManager:
         # changed: the browser's cookie must be rewritten; persist: the server-side copy too (Redis).
         changed = persist = loaded.stale
         now = self._clock()
-        if session.refresh_token and now >= session.token_expires_at - self._settings.refresh_before:
+        if session.refresh_token and self._due(session):
             outcome = await self._refresh(session)
             if outcome is ENDED:
                 request[PENDING] = _CLEAR
@@ -110,6 +115,7 @@ class SessionManager:
         loaded = await self.store.load(request)
         request[PENDING] = _CLEAR
         if loaded is not None:
+            self._refreshed.pop(self._flight_key(loaded.session), None)
             await self.store.delete(loaded.session)
         return loaded.session if loaded is not None else None
 
@@ -129,14 +135,26 @@ class SessionManager:
 
     # Refresh ---------------------------------------------------------------------------------------------------
     async def _refresh(self, session: UserSession) -> UserSession | _Outcome:
-        key = session.session_id or hashlib.sha256((session.refresh_token or "").encode()).hexdigest()
+        key = self._flight_key(session)
+        recent = self._refreshed.get(key)
+        if recent is not None and not self._due(recent):
+            return recent
         flight = self._flights.get(key)
         if flight is None:
             flight = asyncio.ensure_future(self._refresh_once(session))
             self._flights[key] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+            flight.add_done_callback(lambda done: self._finished(key, done))
         # shield: one request giving up (its client went away) must not cancel the refresh the others wait for.
         return await asyncio.shield(flight)
+
+    @staticmethod
+    def _flight_key(session: UserSession) -> str:
+        return session.session_id or hashlib.sha256((session.refresh_token or "").encode()).hexdigest()
+
+    def _finished(self, key: str, flight: asyncio.Task[UserSession | _Outcome]) -> None:
+        self._flights.pop(key, None)
+        if not flight.cancelled() and flight.exception() is None and isinstance(flight.result(), UserSession):
+            self._refreshed[key] = flight.result()  # type: ignore[assignment]
 
     def _due(self, session: UserSession) -> bool:
         return self._clock() >= session.token_expires_at - self._settings.refresh_before
