@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .admin import run_admin_command
 from .app import create_app
-from .directory import DirectoryError, load_directory
+from .directory import CLIENT_CREDENTIALS, CODE_FLOW, DirectoryError, load_directory
 from .keys import load_or_create_keys
 from .pool import Pool, new_admin_token
 from .settings import IdpSettings, SettingsError, parse_settings
@@ -43,6 +43,25 @@ def _bind(settings: IdpSettings) -> socket.socket:
     return sock
 
 
+def _client_lines(pool: Pool) -> list[str]:
+    """The gateway's environment for the first code-flow client, then one comment per machine client.
+
+    Only a code-flow client can sit behind the gateway, so a machine client listed first must not be offered.
+    """
+    clients = pool.directory.clients.values()
+    lines: list[str] = []
+    gateway = next((client for client in clients if CODE_FLOW in client.allowed_oauth_flows), None)
+    if gateway is not None:
+        lines.append("# environment for the gateway:")
+        lines += [f"{key}={value}" for key, value in pool.gateway_environment(gateway).items()]
+    for client in clients:
+        if CLIENT_CREDENTIALS in client.allowed_oauth_flows:
+            scopes = " ".join(client.allowed_scopes)
+            token_url = f"{pool.public_url}/oauth2/token"
+            lines.append(f"# machine client {client.client_id}: client_credentials at {token_url}, scopes {scopes}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["admin"]:
@@ -68,13 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         admin_token=settings.admin_token or new_admin_token(),
     )
     pool.with_token_lifetimes(settings.token_ttl, settings.refresh_token_ttl)
-    client = next(iter(directory.clients.values()))
     lines = [
         f"# {BANNER}",
         f"# listening on {settings.host}:{port}; issuer {pool.issuer}",
         f"# admin token (python -m dev_idp admin --token ...): {pool.admin_token}",
-        "# environment for the gateway:",
-        *(f"{key}={value}" for key, value in pool.gateway_environment(client).items()),
+        *_client_lines(pool),
         "# ready",
     ]
     app = create_app(pool)

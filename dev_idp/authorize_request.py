@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from multidict import MultiMapping
 from yarl import URL
 
-from .directory import Client, Directory
+from .directory import CODE_FLOW, Client, Directory
 
 _KNOWN = (
     "client_id",
@@ -105,7 +105,8 @@ def parse_authorize_request(params: MultiMapping[str], directory: Directory) -> 
         return RedirectableError(error, redirect_uri, state, description)
 
     response_type = values["response_type"]
-    if response_type == "token":
+    # Implicit is never enabled here; a client_credentials client has no other flow, so no code either.
+    if response_type == "token" or (response_type == "code" and CODE_FLOW not in client.allowed_oauth_flows):
         raise fail("unauthorized_client")
     if response_type != "code":
         raise fail("invalid_request" if response_type is None else "unsupported_response_type")

@@ -1,5 +1,8 @@
 """The OAuth 2.0 / OIDC endpoints: discovery, JWKS, authorize, token, userInfo, revoke and logout.
 
+The token endpoint answers the grants a client's ``allowed_oauth_flows`` enable: ``authorization_code`` and
+``refresh_token`` for the code flow, ``client_credentials`` for a machine client (resource-server scopes only).
+
 Errors follow Cognito: the token and revoke endpoints answer ``{"error": "<code>"}`` with status 400 (401 for
 ``invalid_client`` on revoke), userInfo answers with ``WWW-Authenticate``, and logout shows the IdP's error page.
 """
@@ -10,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -18,10 +22,10 @@ from werkzeug.datastructures import Authorization
 from yarl import URL
 
 from .authorize_request import RedirectableError, UntrustedRequest, parse_authorize_request
-from .directory import CONFIRMED, Client
+from .directory import CLIENT_CREDENTIALS, CODE_FLOW, CONFIRMED, Client
 from .hosted_ui import issue_code
 from .pool import HOSTED_UI_COOKIE, POOL, Pool, log, redirect
-from .tokens import opaque_refresh_token
+from .tokens import TokenSet, opaque_refresh_token, releases_every_attribute
 
 _JSON = "application/json;charset=UTF-8"
 _VERIFIER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -146,20 +150,32 @@ async def token(request: web.Request) -> web.Response:
         fields = await _form(request)
         client = authenticate_client(request, fields, pool)
         grant_type = fields.get("grant_type")
-        if grant_type in ("authorization_code", "refresh_token"):
-            pool.grants.token_requests[grant_type] = pool.grants.token_requests.get(grant_type, 0) + 1
-        if grant_type == "authorization_code":
-            return _exchange_code(pool, client, fields)
-        if grant_type == "refresh_token":
-            return _refresh(pool, client, fields)
         if grant_type is None:
             raise OAuthError("invalid_request")
-        if grant_type == "client_credentials":
+        if grant_type not in _GRANTS:
+            raise OAuthError("unsupported_grant_type")
+        flow, handler = _GRANTS[grant_type]
+        if flow not in client.allowed_oauth_flows:
             raise OAuthError("unauthorized_client")
-        raise OAuthError("unsupported_grant_type")
+        pool.grants.token_requests[grant_type] = pool.grants.token_requests.get(grant_type, 0) + 1
+        return handler(pool, client, fields)
     except OAuthError as exc:
         log.info("token endpoint: %s", exc.error)
         return exc.response()
+
+
+def _token_response(tokens: TokenSet, refresh_token: str | None = None) -> web.Response:
+    """Cognito's token response: no ``scope`` field, and ``id_token`` only when ``openid`` was granted."""
+    body: dict[str, Any] = {
+        "access_token": tokens.access_token,
+        "expires_in": tokens.expires_in,
+        "token_type": "Bearer",
+    }
+    if refresh_token is not None:
+        body["refresh_token"] = refresh_token
+    if tokens.id_token is not None:
+        body["id_token"] = tokens.id_token
+    return _json(body)
 
 
 def _exchange_code(pool: Pool, client: Client, fields: dict[str, str]) -> web.Response:
@@ -177,15 +193,7 @@ def _exchange_code(pool: Pool, client: Client, fields: dict[str, str]) -> web.Re
     tokens = pool.minter.mint(pending.grant, user, client, nonce=pending.nonce)
     refresh_token = opaque_refresh_token()
     pool.grants.add_refresh_token(refresh_token, pending.grant, client.refresh_token_validity)
-    body: dict[str, Any] = {
-        "access_token": tokens.access_token,
-        "expires_in": tokens.expires_in,
-        "refresh_token": refresh_token,
-        "token_type": "Bearer",
-    }
-    if tokens.id_token is not None:
-        body["id_token"] = tokens.id_token
-    return _json(body)
+    return _token_response(tokens, refresh_token)
 
 
 def _refresh(pool: Pool, client: Client, fields: dict[str, str]) -> web.Response:
@@ -200,14 +208,30 @@ def _refresh(pool: Pool, client: Client, fields: dict[str, str]) -> web.Response
         raise OAuthError("invalid_grant")
     tokens = pool.minter.mint(record.grant, user, client, nonce=None)
     # Cognito returns no new refresh token on refresh (without rotation): the client keeps the old one.
-    body: dict[str, Any] = {
-        "access_token": tokens.access_token,
-        "expires_in": tokens.expires_in,
-        "token_type": "Bearer",
-    }
-    if tokens.id_token is not None:
-        body["id_token"] = tokens.id_token
-    return _json(body)
+    return _token_response(tokens)
+
+
+def _client_credentials(pool: Pool, client: Client, fields: dict[str, str]) -> web.Response:
+    """Machine to machine: an access token for the client itself, carrying resource-server scopes only.
+
+    Cognito's rules: the scope parameter may name only the client's allowed custom scopes (``openid`` and the other
+    standard scopes are ``invalid_scope`` here, as there is no user); without it the token has all of them.
+    """
+    allowed = [scope for scope in client.allowed_scopes if scope in pool.directory.custom_scopes]
+    scopes = tuple(dict.fromkeys(fields.get("scope", "").split())) or tuple(allowed)
+    if any(scope not in allowed for scope in scopes):
+        raise OAuthError("invalid_scope")
+    tokens = pool.minter.mint_for_client(client, scopes)
+    log.info("client_credentials token for %s: %s", client.client_id, " ".join(scopes))
+    return _token_response(tokens)
+
+
+# Each grant type, the AllowedOAuthFlows entry a client needs for it, and what answers it.
+_GRANTS: dict[str, tuple[str, Callable[[Pool, Client, dict[str, str]], web.Response]]] = {
+    "authorization_code": (CODE_FLOW, _exchange_code),
+    "refresh_token": (CODE_FLOW, _refresh),
+    "client_credentials": (CLIENT_CREDENTIALS, _client_credentials),
+}
 
 
 # userInfo -----------------------------------------------------------------------------------------------------
@@ -225,7 +249,9 @@ async def userinfo(request: web.Request) -> web.Response:
         claims = pool.minter.decode_access_token(access_token.strip())
     except jwt.PyJWTError:
         claims = None
-    user = pool.directory.users.get(str(claims.get("username"))) if claims else None
+    # A client_credentials token names no user: it must not match one called "None".
+    username = claims.get("username") if claims else None
+    user = pool.directory.users.get(username) if isinstance(username, str) else None
     if (
         claims is None
         or user is None
@@ -242,9 +268,10 @@ async def userinfo(request: web.Request) -> web.Response:
         return _userinfo_error(401, "invalid_token", "Access token does not contain openid scope")
     # Cognito returns every attribute as a string, booleans included ("true"), unlike the ID token.
     body: dict[str, str] = {"sub": user.sub, "username": user.username}
-    if "email" in scopes or scopes == ["openid"]:
+    everything = releases_every_attribute(scopes)
+    if "email" in scopes or everything:
         body |= {"email": user.email, "email_verified": "true" if user.email_verified else "false"}
-    if "profile" in scopes or scopes == ["openid"]:
+    if "profile" in scopes or everything:
         body |= user.attributes
     return _json(body)
 

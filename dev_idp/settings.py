@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         "--public-url",
         help="base URL browsers and relying parties use (DEV_IDP_PUBLIC_URL, default http://localhost:PORT)",
     )
-    parser.add_argument("--users", help="users/clients JSON file (DEV_IDP_USERS, default: built-in alice and bob)")
+    parser.add_argument(
+        "--users",
+        help="users, clients and resource servers, as JSON (DEV_IDP_USERS, default: built-in alice, bob, the gateway "
+        "client and the reports-bot machine client)",
+    )
     parser.add_argument("--keys", help="file that keeps the signing keys across restarts (DEV_IDP_KEYS)")
     parser.add_argument(
         "--auto-confirm",
