@@ -138,6 +138,7 @@ def main() -> int:
         children.append(start(["-m", "dev_idp", "--port", str(idp_port), "--users", str(users)], ready=r"^# ready"))
         children.append(start(["bench/fast_upstream.py", str(upstream_port)], ready="# ready"))
         base_env = {
+            "GATEWAY_PROVIDER": "cognito",
             "COGNITO_ISSUER": f"http://localhost:{idp_port}/local_devpool1",
             "COGNITO_CLIENT_ID": "gateway",
             "COGNITO_CLIENT_SECRET": "gateway-dev-secret-for-local-use-only",

@@ -58,6 +58,7 @@ class Pool:
     def gateway_environment(self, client: Client) -> dict[str, str]:
         """The variables a gateway needs to use this pool with ``client``."""
         env = {
+            "GATEWAY_PROVIDER": "cognito",  # dev_idp imitates Cognito, but its issuer is not a cognito-idp host
             "COGNITO_ISSUER": self.issuer,
             "COGNITO_DOMAIN": self.public_url,
             "COGNITO_CLIENT_ID": client.client_id,

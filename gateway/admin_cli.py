@@ -16,7 +16,7 @@ import sys
 from redis.exceptions import RedisError
 
 from .config import ConfigError, Settings
-from .redis_store import RedisSessionStore
+from .session_redis import RedisBackend
 
 
 def _when(timestamp: int) -> str:
@@ -24,7 +24,7 @@ def _when(timestamp: int) -> str:
 
 
 async def _run(action: str, username: str, settings: Settings) -> int:
-    store = RedisSessionStore(settings.session)
+    store = RedisBackend(settings.session)
     try:
         if action == "list":
             sessions = await store.sessions_of(username)

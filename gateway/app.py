@@ -1,8 +1,17 @@
-"""Composition root: ``create_app(settings)`` builds the whole gateway; nothing is global or built at import time.
+"""Composition root: ``create_app(settings, clock=…)`` builds the whole gateway; nothing is global or built at import.
 
-Middlewares, outer to inner: ``error_middleware`` (every failure becomes one clear answer). Routes: the callback,
-the ``/oauth2/`` endpoints, and a catch-all that proxies. Long-lived resources (two HTTP client sessions, the
-provider's background loader) belong to ``cleanup_ctx``, which closes them in reverse order.
+A request's path through the gateway, in order:
+
+1. ``answers.error_middleware`` turns every outcome and failure into one answer (page for browsers, JSON otherwise).
+2. ``IdentityMiddleware`` decides the path's rule, resolves the identity (Bearer token or session cookie, refreshed
+   when due) into ``request[IDENTITY]``, and raises NeedsSignIn / Forbidden / InsufficientScope when the rule says no.
+3. The route's handler: a gateway endpoint (``endpoints``, ``health``) or ``proxy.proxy``, which streams the request
+   upstream with the identity's headers.
+4. ``on_response_prepare`` → ``SessionManager.write_cookies`` puts a new, refreshed or cleared session into the
+   response's headers, streamed responses included.
+
+The services are built here; ``cleanup_ctx`` only opens and closes resources (the two HTTP client sessions, the
+session backend, the IdP's discovery) and closes them in reverse order.
 """
 
 from __future__ import annotations
@@ -10,65 +19,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
-from . import auth, health, proxy
-from .appkeys import IDP, LOGINS, PROVIDER, SESSIONS, SETTINGS, UPSTREAM_HTTP, VERIFIER
+from . import endpoints, health, proxy
+from .access import Policy
+from .answers import error_middleware
+from .appkeys import LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
+from .bearer import BearerTokens
 from .config import Settings
-from .cookie_store import CookieSessionStore
 from .errors import IdpUnavailable
-from .idp_client import IdpClient
-from .login import LoginStates
-from .middleware import error_middleware
-from .provider import Provider
-from .redis_store import RedisSessionStore
-from .session import SessionStore
-from .sessions import SessionManager
-from .tokens import TokenVerifier
+from .identity_middleware import IdentityMiddleware
+from .login_state import LoginStates
+from .oidc import OidcClient
+from .session_backends import CookieBackend, SessionBackend
+from .session_manager import SessionManager
+from .session_redis import RedisBackend
 
 log = logging.getLogger("gateway")
 
-
-def _session_store(settings: Settings) -> SessionStore:
-    if settings.session.store == "redis":
-        return RedisSessionStore(settings.session)
-    return CookieSessionStore(settings.session)
+PUBLIC, SIGNED_IN = Policy("public"), Policy("authenticated")
 
 
-async def _identity_provider(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+def _idp_http() -> aiohttp.ClientSession:
     # SECURITY: DummyCookieJar: cookies a server sets on the gateway's own client must never be replayed on
     # behalf of another user.
-    http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(limit=50))
-    provider = Provider(http, settings.cognito)
-    app[PROVIDER] = provider
-    app[IDP] = IdpClient(http, settings.cognito)
-    store = _session_store(settings)
-    sessions = SessionManager(store, settings.session, provider=provider, idp=app[IDP], verifier=app[VERIFIER])
-    app[SESSIONS] = sessions
-    try:
-        await provider.load()
-        log.info("identity provider ready: %s", settings.cognito.issuer)
-        loader = None
-    except IdpUnavailable as exc:
-        provider.last_error = exc.message
-        log.warning("identity provider not ready at startup (%s); retrying in the background", exc.message)
-        loader = asyncio.create_task(provider.keep_loading())
-    yield
-    if loader is not None:
-        loader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loader
-    await store.close()
-    await http.close()
+    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(limit=50))
 
 
-async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
-    upstream = app[SETTINGS].upstream
-    http = aiohttp.ClientSession(
+def _upstream_http(settings: Settings) -> aiohttp.ClientSession:
+    upstream = settings.upstream
+    return aiohttp.ClientSession(
         # SECURITY: the upstream's Set-Cookie goes to the browser that caused it, never into a shared jar.
         cookie_jar=aiohttp.DummyCookieJar(),
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
@@ -79,31 +63,86 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
         # Send only the headers the client sent: no User-Agent, Accept-Encoding or Content-Type of aiohttp's own.
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
     )
-    app[UPSTREAM_HTTP] = http
+
+
+def _backend(settings: Settings, clock: Callable[[], float]) -> SessionBackend:
+    if settings.session.store == "redis":
+        return RedisBackend(settings.session, clock)
+    return CookieBackend(settings.session)
+
+
+async def _idp_connection(app: web.Application) -> AsyncIterator[None]:
+    """Open the IdP client and load discovery and JWKS; when the IdP is down, keep trying in the background."""
+    http = _idp_http()
+    oidc = app[OIDC]
+    oidc.attach(http)
+    loader = None
+    try:
+        await oidc.load()
+        log.info("identity provider ready: %s", app[SETTINGS].provider.issuer)
+    except IdpUnavailable as exc:
+        oidc.last_error = exc.message
+        log.warning("identity provider not ready at startup (%s); retrying in the background", exc.message)
+        loader = asyncio.create_task(oidc.keep_loading())
     yield
+    if loader is not None:
+        loader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loader
     await http.close()
 
 
-async def _write_session_cookies(request: web.Request, response: web.StreamResponse) -> None:
-    """Session changes reach the browser on every response, streamed ones included (see sessions.py)."""
-    await request.app[SESSIONS].on_response_prepare(request, response)
+async def _upstream_connection(app: web.Application) -> AsyncIterator[None]:
+    app[UPSTREAM_HTTP] = _upstream_http(app[SETTINGS])
+    yield
+    await app[UPSTREAM_HTTP].close()
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
-    app[SETTINGS] = settings
-    app[LOGINS] = LoginStates(settings)
-    app[VERIFIER] = TokenVerifier(settings.cognito)
-    app.on_response_prepare.append(_write_session_cookies)
-    app.cleanup_ctx.append(_identity_provider)
-    app.cleanup_ctx.append(_upstream_client)
+async def _session_backend(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[SESSIONS].backend.close()
 
-    app.router.add_get(settings.callback_path, auth.callback)
-    app.router.add_get("/oauth2/sign_in", auth.sign_in)
-    app.router.add_route("GET", "/oauth2/sign_out", auth.sign_out)
-    app.router.add_route("POST", "/oauth2/sign_out", auth.sign_out)
-    app.router.add_get("/oauth2/userinfo", auth.userinfo)
-    app.router.add_get("/oauth2/healthz", health.healthz)
-    app.router.add_get("/oauth2/readyz", health.readyz)
-    app.router.add_route("*", "/{tail:.*}", proxy.proxy)
+
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
+    oidc = OidcClient(settings.provider, clock=clock)
+    sessions = SessionManager(_backend(settings, clock), settings.session, oidc=oidc, clock=clock)
+    access = settings.access
+    bearer = BearerTokens(oidc, access.api_client_ids) if access.api_client_ids else None
+    # Each gateway endpoint's policy, by route name; None: it needs no identity at all.
+    route_policies: dict[str, Policy | None] = {
+        "callback": None,
+        "sign_in": PUBLIC,
+        "sign_out": None,
+        "userinfo": SIGNED_IN,
+        "healthz": None,
+        "readyz": None,
+    }
+    app = web.Application(
+        middlewares=[
+            error_middleware,
+            IdentityMiddleware(
+                rules=access.rules,
+                sessions=sessions,
+                bearer=bearer,
+                route_policies=route_policies,
+                skip_auth_preflight=access.skip_auth_preflight,
+            ),
+        ],
+        client_max_size=1024**2,
+    )
+    app[SETTINGS], app[OIDC], app[SESSIONS] = settings, oidc, sessions
+    app[LOGINS] = LoginStates(settings.session, clock)
+    app.on_response_prepare.append(sessions.write_cookies)
+    app.cleanup_ctx.extend([_session_backend, _upstream_connection, _idp_connection])
+    _routes(app.router, settings)
     return app
+
+
+def _routes(router: web.UrlDispatcher, settings: Settings) -> None:
+    router.add_get(settings.callback_path, endpoints.callback, name="callback")
+    router.add_get("/oauth2/sign_in", endpoints.sign_in, name="sign_in")
+    router.add_route("*", "/oauth2/sign_out", endpoints.sign_out, name="sign_out")
+    router.add_get("/oauth2/userinfo", endpoints.userinfo, name="userinfo")
+    router.add_get("/oauth2/healthz", health.healthz, name="healthz")
+    router.add_get("/oauth2/readyz", health.readyz, name="readyz")
+    router.add_route("*", "/{tail:.*}", proxy.proxy, name="proxy")

@@ -6,16 +6,12 @@ import aiohttp
 from aiohttp import web
 
 from .config import Settings
-from .idp_client import IdpClient
-from .login import LoginStates
-from .provider import Provider
-from .sessions import SessionManager
-from .tokens import TokenVerifier
+from .login_state import LoginStates
+from .oidc import OidcClient
+from .session_manager import SessionManager
 
 SETTINGS = web.AppKey("settings", Settings)
+OIDC = web.AppKey("oidc", OidcClient)
 SESSIONS = web.AppKey("sessions", SessionManager)
 LOGINS = web.AppKey("logins", LoginStates)
-VERIFIER = web.AppKey("verifier", TokenVerifier)
-PROVIDER = web.AppKey("provider", Provider)
-IDP = web.AppKey("idp", IdpClient)
 UPSTREAM_HTTP = web.AppKey("upstream_http", aiohttp.ClientSession)

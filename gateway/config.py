@@ -11,19 +11,18 @@ import base64
 import binascii
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TypeVar
 
 from yarl import URL
 
+from .access import AccessRules, parse_paths, parse_rules
+from .env_reader import EnvReader
+from .identity import ClaimNames
 from .redirects import safe_redirect_path
 
 T = TypeVar("T")
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _POOL_ID = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)_[0-9A-Za-z]+$")
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Signature algorithms a Cognito-style IdP may use. HS* (shared secrets) and "none" are never accepted.
@@ -56,7 +55,9 @@ class Secret:
 
 
 @dataclasses.dataclass(frozen=True)
-class CognitoSettings:
+class ProviderSettings:
+    """The identity provider: a Cognito user pool (``kind="cognito"``) or any OpenID Connect provider (``"oidc"``)."""
+
     issuer: str
     domain: str | None
     client_id: str
@@ -65,6 +66,19 @@ class CognitoSettings:
     algorithms: tuple[str, ...]
     clock_skew: int
     timeout: float
+    kind: str = "cognito"
+    claims: ClaimNames = dataclasses.field(default_factory=ClaimNames)
+
+    @property
+    def is_cognito(self) -> bool:
+        return self.kind == "cognito"
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessSettings:
+    rules: AccessRules
+    api_client_ids: frozenset[str] = frozenset()  # empty: Bearer tokens are not accepted
+    skip_auth_preflight: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +121,10 @@ class Settings:
     callback_path: str
     sign_out_redirect: str
     log_level: str
-    cognito: CognitoSettings
+    provider: ProviderSettings
     session: SessionSettings
     upstream: UpstreamSettings
+    access: AccessSettings
 
     @property
     def redirect_uri(self) -> str:
@@ -121,12 +136,9 @@ class Settings:
         return _Parser(environ).settings()
 
 
-def parse_duration(raw: str) -> float:
-    """``90``, ``90s``, ``15m``, ``12h``, ``7d`` or ``500ms`` to seconds."""
-    match = _DURATION.match(raw)
-    if not match:
-        raise ValueError(raw)
-    return float(match.group(1)) * _UNITS[match.group(2)]
+def _is_cognito_issuer(url: URL) -> bool:
+    host = url.host or ""
+    return host.startswith("cognito-idp.") and host.endswith(".amazonaws.com")
 
 
 def decode_session_key(raw: str) -> bytes:
@@ -146,63 +158,8 @@ def decode_session_key(raw: str) -> bytes:
     return key
 
 
-class _Parser:
-    """Reads variables one by one, collecting problems instead of stopping at the first."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.env = environ
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        return value.strip() if value is not None and value.strip() != "" else None
-
-    def required(self, name: str, hint: str) -> str | None:
-        value = self.raw(name)
-        if value is None:
-            self.problems.append(f"{name}: required ({hint})")
-        return value
-
-    def typed(self, name: str, default: T, convert: Callable[[str], T], expected: str, *, secret: bool = False) -> T:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            return convert(value)
-        except ValueError:
-            shown = "" if secret else f" {value!r}"
-            self.problems.append(f"{name}:{shown} is not {expected}")
-            return default
-
-    def boolean(self, name: str, default: bool) -> bool:
-        def convert(value: str) -> bool:
-            lowered = value.lower()
-            if lowered not in _TRUE | _FALSE:
-                raise ValueError(value)
-            return lowered in _TRUE
-
-        return self.typed(name, default, convert, "true or false")
-
-    def duration(self, name: str, default: float, *, minimum: float = 0.001) -> float:
-        value = self.typed(name, default, parse_duration, "a duration such as 30s, 15m, 12h or 7d")
-        if value < minimum:
-            self.problems.append(f"{name}: must be at least {minimum:g}s")
-            return default
-        return value
-
-    def url(self, name: str, value: str | None, *, path_allowed: bool = True) -> URL | None:
-        if value is None:
-            return None
-        url = URL(value)
-        if url.scheme not in ("http", "https") or not url.host or url.query_string or url.fragment or url.user:
-            self.problems.append(
-                f"{name}: {value!r} must be an absolute http(s) URL without query, fragment or userinfo"
-            )
-            return None
-        if not path_allowed and url.path not in ("", "/"):
-            self.problems.append(f"{name}: {value!r} must not have a path")
-            return None
-        return url
+class _Parser(EnvReader):
+    """The sections of the configuration, each read with every problem collected."""
 
     # ----------------------------------------------------------------------------------------------------------
     def settings(self) -> Settings:
@@ -211,9 +168,10 @@ class _Parser:
             self.required("GATEWAY_PUBLIC_URL", "e.g. https://app.example.com"),
             path_allowed=False,
         )
-        cognito = self.cognito()
+        provider = self.provider()
         session = self.session(public_url)
         upstream = self.upstream()
+        access = self.access()
         host, port = self.listen()
         callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
         if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
@@ -228,7 +186,8 @@ class _Parser:
             self.problems.append(f"GATEWAY_LOG_LEVEL: {log_level.lower()!r} is not debug, info, warning or error")
         if self.problems:
             raise ConfigError(self.problems)
-        assert public_url is not None and cognito is not None and session is not None and upstream is not None
+        assert public_url is not None and provider is not None and session is not None and upstream is not None
+        assert access is not None
         return Settings(
             public_url=public_url.with_path(""),
             listen_host=host,
@@ -236,12 +195,14 @@ class _Parser:
             callback_path=callback_path,
             sign_out_redirect=sign_out_redirect,
             log_level=log_level,
-            cognito=cognito,
+            provider=provider,
             session=session,
             upstream=upstream,
+            access=access,
         )
 
-    def cognito(self) -> CognitoSettings | None:
+    def issuer(self) -> tuple[URL | None, bool]:
+        """COGNITO_ISSUER, or the issuer of COGNITO_USER_POOL_ID; and whether it names a Cognito pool."""
         issuer = self.raw("COGNITO_ISSUER")
         pool_id = self.raw("COGNITO_USER_POOL_ID")
         if issuer is None and pool_id is None:
@@ -254,51 +215,95 @@ class _Parser:
                 self.problems.append(f"COGNITO_USER_POOL_ID: {pool_id!r} is not a pool id like eu-west-1_AbC123xyz")
             else:
                 issuer = f"https://cognito-idp.{match.group(1)}.amazonaws.com/{pool_id}"
-        issuer_url = self.url("COGNITO_ISSUER", issuer)
-        domain_url = self.url("COGNITO_DOMAIN", self.raw("COGNITO_DOMAIN"), path_allowed=False)
-        client_id = self.required("COGNITO_CLIENT_ID", "the app client id from the Cognito console or stack outputs")
-        secret = self.raw("COGNITO_CLIENT_SECRET")
+        url = self.url("COGNITO_ISSUER", issuer)
+        return url, pool_id is not None or (url is not None and _is_cognito_issuer(url))
+
+    def scopes(self, kind: str) -> tuple[str, ...]:
         scopes = tuple((self.raw("GATEWAY_SCOPES") or "openid email profile").replace(",", " ").split())
         if "openid" not in scopes:
-            self.problems.append("GATEWAY_SCOPES: must include openid (without it Cognito issues no ID token)")
-        if "groups" in scopes:
+            self.problems.append("GATEWAY_SCOPES: must include openid (without it the IdP issues no ID token)")
+        if kind == "cognito" and "groups" in scopes:
             self.problems.append(
                 "GATEWAY_SCOPES: Cognito rejects the 'groups' scope (invalid_scope); groups arrive in cognito:groups"
             )
+        return scopes
+
+    def algorithms(self) -> tuple[str, ...]:
         algorithms = tuple((self.raw("GATEWAY_TOKEN_ALGORITHMS") or "RS256").replace(",", " ").split())
         bad = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
         if bad:
             self.problems.append(
                 f"GATEWAY_TOKEN_ALGORITHMS: {', '.join(bad)} not allowed; use asymmetric ones such as RS256"
             )
-        clock_skew = int(self.duration("GATEWAY_CLOCK_SKEW", 60, minimum=0))
-        timeout = self.duration("GATEWAY_IDP_TIMEOUT", 10)
+        return algorithms
+
+    def provider(self) -> ProviderSettings | None:
+        issuer_url, names_a_pool = self.issuer()
+        kind = (self.raw("GATEWAY_PROVIDER") or ("cognito" if names_a_pool else "oidc")).lower()
+        if kind not in ("cognito", "oidc"):
+            self.problems.append(f"GATEWAY_PROVIDER: {kind!r} is not cognito or oidc")
+        domain_url = self.url("COGNITO_DOMAIN", self.raw("COGNITO_DOMAIN"), path_allowed=False)
+        client_id = self.required("COGNITO_CLIENT_ID", "the app client id from the Cognito console or stack outputs")
+        secret = self.raw("COGNITO_CLIENT_SECRET")
+        settings = {
+            "kind": kind,
+            "claims": self.claim_names(),
+            "scopes": self.scopes(kind),
+            "algorithms": self.algorithms(),
+            "clock_skew": int(self.duration("GATEWAY_CLOCK_SKEW", 60, minimum=0)),
+            "timeout": self.duration("GATEWAY_IDP_TIMEOUT", 10),
+        }
         if issuer_url is None or client_id is None:
             return None
-        return CognitoSettings(
+        return ProviderSettings(
             issuer=str(issuer_url).rstrip("/"),
             domain=str(domain_url.with_path("")) if domain_url is not None else None,
             client_id=client_id,
             client_secret=Secret(secret) if secret is not None else None,
-            scopes=scopes,
-            algorithms=algorithms,
-            clock_skew=clock_skew,
-            timeout=timeout,
+            **settings,
         )
 
-    def session(self, public_url: URL | None) -> SessionSettings | None:
+    def claim_names(self) -> ClaimNames:
+        user = self.raw("GATEWAY_USER_CLAIM")
+        return ClaimNames(
+            user=(user, "sub") if user and user != "sub" else (("sub",) if user else ClaimNames.user),
+            groups=self.raw("GATEWAY_GROUPS_CLAIM") or ClaimNames.groups,
+            email=self.raw("GATEWAY_EMAIL_CLAIM") or ClaimNames.email,
+        )
+
+    def access(self) -> AccessSettings | None:
+        public_paths = self.parsed("GATEWAY_PUBLIC_PATHS", parse_paths, ())
+        rules = self.parsed("GATEWAY_RULES", parse_rules, ())
+        table = AccessRules.build(
+            public_paths=public_paths,
+            rules=rules,
+            allowed_groups=self.listed("GATEWAY_ALLOWED_GROUPS"),
+            allowed_email_domains=frozenset(
+                d.lower().lstrip("@") for d in self.listed("GATEWAY_ALLOWED_EMAIL_DOMAINS")
+            ),
+        )
+        return AccessSettings(
+            rules=table,
+            api_client_ids=self.listed("GATEWAY_API_CLIENT_IDS"),
+            skip_auth_preflight=self.boolean("GATEWAY_SKIP_AUTH_PREFLIGHT", False),
+        )
+
+    def session_keys(self) -> tuple[bytes, ...] | None:
         raw = self.required(
             "GATEWAY_SESSION_SECRET", "at least 32 random bytes as base64 or hex, e.g. from `openssl rand -base64 32`"
         )
+        if raw is None:
+            return None
         keys: list[bytes] = []
-        for index, entry in enumerate((raw or "").split(",")):
-            if raw is None:
-                break
+        for index, entry in enumerate(raw.split(",")):
             try:
                 keys.append(decode_session_key(entry))
             except ValueError as exc:
                 # SECURITY: the message names the entry's position, never its value.
                 self.problems.append(f"GATEWAY_SESSION_SECRET: entry {index + 1} {exc}")
+        return tuple(keys) if len(keys) == len(raw.split(",")) else None
+
+    def cookie(self, public_url: URL | None) -> dict[str, object]:
         cookie_name = self.raw("GATEWAY_COOKIE_NAME") or "_cognito_gateway"
         if not _COOKIE_NAME.match(cookie_name):
             self.problems.append(f"GATEWAY_COOKIE_NAME: {cookie_name!r} must be 1-64 letters, digits, _ or -")
@@ -309,11 +314,14 @@ class _Parser:
             self.problems.append(f"GATEWAY_COOKIE_SAMESITE: {samesite.lower()!r} is not lax, strict or none")
         elif samesite == "None" and not secure:
             self.problems.append("GATEWAY_COOKIE_SAMESITE: none needs secure cookies (an https GATEWAY_PUBLIC_URL)")
-        lifetime = int(self.duration("GATEWAY_SESSION_LIFETIME", 12 * 3600, minimum=60))
-        idle_timeout = int(self.duration("GATEWAY_SESSION_IDLE_TIMEOUT", 2 * 3600, minimum=10))
-        login_timeout = int(self.duration("GATEWAY_LOGIN_TIMEOUT", 15 * 60, minimum=30))
-        refresh_before = int(self.duration("GATEWAY_REFRESH_BEFORE", 300, minimum=0))
-        refresh_grace = int(self.duration("GATEWAY_REFRESH_GRACE", 600, minimum=0))
+        return {
+            "cookie_name": cookie_name,
+            "secure": secure,
+            "samesite": samesite,
+            "domain": self.raw("GATEWAY_COOKIE_DOMAIN"),
+        }
+
+    def session_store(self) -> dict[str, str | None]:
         store = (self.raw("GATEWAY_SESSION_STORE") or "cookie").lower()
         redis_url = self.raw("GATEWAY_REDIS_URL")
         if store not in ("cookie", "redis"):
@@ -325,22 +333,21 @@ class _Parser:
         if redis_url is not None and URL(redis_url).scheme not in ("redis", "rediss", "unix"):
             # SECURITY: the URL may hold a password, so only its scheme is quoted back.
             self.problems.append("GATEWAY_REDIS_URL: must start with redis://, rediss:// or unix://")
-        if raw is None or len(keys) != len(raw.split(",")):
+        return {"store": store, "redis_url": redis_url}
+
+    def session(self, public_url: URL | None) -> SessionSettings | None:
+        keys = self.session_keys()
+        cookie, store = self.cookie(public_url), self.session_store()
+        lifetimes = {
+            "lifetime": int(self.duration("GATEWAY_SESSION_LIFETIME", 12 * 3600, minimum=60)),
+            "idle_timeout": int(self.duration("GATEWAY_SESSION_IDLE_TIMEOUT", 2 * 3600, minimum=10)),
+            "login_timeout": int(self.duration("GATEWAY_LOGIN_TIMEOUT", 15 * 60, minimum=30)),
+            "refresh_before": int(self.duration("GATEWAY_REFRESH_BEFORE", 300, minimum=0)),
+            "refresh_grace": int(self.duration("GATEWAY_REFRESH_GRACE", 600, minimum=0)),
+        }
+        if keys is None:
             return None
-        return SessionSettings(
-            keys=tuple(keys),
-            cookie_name=cookie_name,
-            lifetime=lifetime,
-            login_timeout=login_timeout,
-            secure=secure,
-            samesite=samesite,
-            domain=self.raw("GATEWAY_COOKIE_DOMAIN"),
-            idle_timeout=idle_timeout,
-            refresh_before=refresh_before,
-            refresh_grace=refresh_grace,
-            store=store,
-            redis_url=redis_url,
-        )
+        return SessionSettings(keys=keys, **cookie, **store, **lifetimes)  # type: ignore[arg-type]
 
     def upstream(self) -> UpstreamSettings | None:
         url = self.url("GATEWAY_UPSTREAM", self.required("GATEWAY_UPSTREAM", "the URL of the app to protect"))

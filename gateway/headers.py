@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .session import UserSession, gateway_cookie
+from .identity import Identity
+from .session_cookies import is_gateway_cookie
 
 HOP_BY_HOP = frozenset(
     {
@@ -38,6 +39,7 @@ USER, EMAIL, GROUPS, PREFERRED_USERNAME = (
     "X-Forwarded-Preferred-Username",
 )
 AMZN_IDENTITY = "X-Amzn-Oidc-Identity"
+CLIENT_ID, SCOPES = "X-Forwarded-Client-Id", "X-Forwarded-Scopes"  # for Bearer-token requests
 # SECURITY: names (normalised) and prefixes a client must never be able to send upstream: identity headers of
 # every scheme an upstream might have been written for, and forwarding headers that could spoof the client's origin.
 _STRIPPED_PREFIXES = ("x-forwarded-", "x-amzn-oidc-", "x-auth-request-", "x-original-", "x-pomerium-", "oidc-claim-")
@@ -81,7 +83,7 @@ def without_gateway_cookies(values: Iterable[str], cookie_prefix: str) -> str | 
     for value in values:
         for pair in value.split(";"):
             name = pair.split("=", 1)[0].strip()
-            if pair.strip() and not gateway_cookie(name, cookie_prefix):
+            if pair.strip() and not is_gateway_cookie(name, cookie_prefix):
                 kept.append(pair.strip())
     return "; ".join(kept) or None
 
@@ -92,15 +94,21 @@ def header_value(value: str, *, encode_commas: bool = False) -> str:
     return quote(value, safe=_HEADER_SAFE + " " + ("" if encode_commas else ","))
 
 
-def identity_headers(session: UserSession) -> list[tuple[str, str]]:
-    headers = [(USER, header_value(session.username)), (AMZN_IDENTITY, header_value(session.sub))]
-    if session.email and session.email_verified:
-        headers.append((EMAIL, header_value(session.email)))
-    if session.groups:
+def identity_headers(identity: Identity) -> list[tuple[str, str]]:
+    headers = []
+    if identity.via == "bearer":
+        headers.append((CLIENT_ID, header_value(identity.client_id or "")))
+        headers.append((SCOPES, " ".join(header_value(s) for s in sorted(identity.scopes))))
+    if identity.username is None:
+        return headers  # SECURITY: a machine client is never presented as a user
+    headers += [(USER, header_value(identity.username)), (AMZN_IDENTITY, header_value(identity.sub))]
+    if identity.email and identity.email_verified:
+        headers.append((EMAIL, header_value(identity.email)))
+    if identity.groups:
         # A comma inside a group name is encoded, so the list splits back into exactly the user's groups.
-        headers.append((GROUPS, ",".join(header_value(g, encode_commas=True) for g in session.groups)))
-    if session.preferred_username:
-        headers.append((PREFERRED_USERNAME, header_value(session.preferred_username)))
+        headers.append((GROUPS, ",".join(header_value(g, encode_commas=True) for g in identity.groups)))
+    if identity.preferred_username:
+        headers.append((PREFERRED_USERNAME, header_value(identity.preferred_username)))
     return headers
 
 

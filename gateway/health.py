@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from .appkeys import PROVIDER, SESSIONS, SETTINGS
+from .appkeys import OIDC, SESSIONS, SETTINGS
 
 _UPSTREAM_CHECK_TIMEOUT = 2.0
 
@@ -16,12 +16,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    provider = request.app[PROVIDER]
+    provider = request.app[OIDC]
     upstream = request.app[SETTINGS].upstream.url
     checks = {
         "identity_provider": "ok" if provider.ready else f"not ready: {provider.last_error}",
         "upstream": await _reachable(upstream.host or "", upstream.port or 80),
-        "session_store": await request.app[SESSIONS].store.readiness(),
+        "session_store": await request.app[SESSIONS].backend.readiness(),
     }
     ready = all(value == "ok" for value in checks.values())
     return web.json_response(

@@ -12,47 +12,46 @@ import logging
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from .appkeys import SETTINGS, UPSTREAM_HTTP
-from .auth import require_session
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .headers import downstream_response_headers, identity_headers, upstream_request_headers
-from .session import UserSession
+from .identity import IDENTITY
 
 log = logging.getLogger("gateway.proxy")
 
 CHUNK = 64 * 1024
 
 
-async def proxy(request: web.Request) -> web.StreamResponse:
-    outcome = await require_session(request)
-    if not isinstance(outcome, UserSession):
-        return outcome
-    return await forward(request, outcome)
-
-
-async def forward(request: web.Request, session: UserSession) -> web.StreamResponse:
+def _upstream_request(request: web.Request) -> tuple[URL, CIMultiDict[str]]:
+    """The upstream URL (the target byte for byte) and the headers: the client's, cleaned, plus the identity's."""
     settings = request.app[SETTINGS]
     raw_target = request.raw_path
     # SECURITY: only origin-form targets ("/path?query"); an absolute-form target ("http://other/") must not
     # choose what the upstream URL becomes.
     if not raw_target.startswith("/"):
         raise BadRequest("The request target must be a path.", code="invalid_target")
-    base = settings.upstream.url
-    url = URL(str(base).rstrip("/") + raw_target, encoded=True)
-
+    url = URL(str(settings.upstream.url).rstrip("/") + raw_target, encoded=True)
     headers = upstream_request_headers(
         request.headers,
         cookie_prefix=settings.session.cookie_name,
         pass_host_header=settings.upstream.pass_host_header,
     )
-    headers.extend(identity_headers(session))
+    identity = request[IDENTITY]
+    if identity is not None:
+        headers.extend(identity_headers(identity))
     headers["X-Forwarded-For"] = request.remote or ""
     headers["X-Forwarded-Proto"] = settings.public_url.scheme
     headers["X-Forwarded-Host"] = settings.public_url.raw_authority
-    data = request.content if request.body_exists else None
+    return url, headers
 
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    """Forward the request as ``request[IDENTITY]`` (set by the identity middleware) says, and stream the answer."""
+    url, headers = _upstream_request(request)
+    data = request.content if request.body_exists else None
     response: web.StreamResponse | None = None
     try:
         async with request.app[UPSTREAM_HTTP].request(

@@ -15,6 +15,8 @@ from aiohttp import web
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
+from .identity import Identity
+
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
@@ -42,13 +44,25 @@ _STYLE = (
 )
 
 
-def html_page(title: str, message: str, *, link: tuple[str, str] | None = None, code: str | None = None) -> str:
+def html_page(
+    title: str,
+    message: str,
+    *,
+    link: tuple[str, str] | None = None,
+    code: str | None = None,
+    paragraphs: tuple[str, ...] = (),
+    actions: str = "",
+) -> str:
+    """A small page. ``paragraphs`` are plain text (escaped here like everything else); ``actions`` is fixed
+    markup of this module's own (a sign-out form), never built from request or claim data."""
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p>",
+        *(f"<p>{escape(text)}</p>" for text in paragraphs),
     ]
     if link is not None:
         parts.append(f'<p><a href="{escape(link[0])}">{escape(link[1])}</a></p>')
+    parts.append(actions)
     if code is not None:
         parts.append(f"<p class=code>{escape(code)}</p>")
     parts.append("</body></html>")
@@ -64,14 +78,17 @@ def error_response(
     code: str,
     link: tuple[str, str] | None = None,
     headers: dict[str, str] | None = None,
+    json_only: bool = False,
+    extra: dict[str, object] | None = None,
+    paragraphs: tuple[str, ...] = (),
+    actions: str = "",
 ) -> web.Response:
-    """One error, as a page for browsers and as ``{"error", "message"}`` for everyone else."""
-    if wants_html(request):
-        response = web.Response(
-            text=html_page(title, message, link=link, code=code), status=status, content_type="text/html"
-        )
+    """One error, as a page for browsers and as ``{"error", "message", **extra}`` for everyone else."""
+    if wants_html(request) and not json_only:
+        page = html_page(title, message, link=link, code=code, paragraphs=paragraphs, actions=actions)
+        response = web.Response(text=page, status=status, content_type="text/html")
     else:
-        body = {"error": code, "message": message}
+        body = {"error": code, "message": message, **(extra or {})}
         response = web.Response(text=json.dumps(body), status=status, content_type="application/json")
     response.headers["Cache-Control"] = "no-store"
     response.headers.update(headers or {})
@@ -81,3 +98,24 @@ def error_response(
 def redirect(location: str) -> web.Response:
     response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
     return response
+
+
+_SIGN_OUT_FORM = (
+    '<form method=post action="/oauth2/sign_out"><button type=submit>Sign out</button></form>'
+    '<p><a href="/oauth2/sign_in">Sign in as someone else</a></p>'
+)
+
+
+def forbidden_response(request: web.Request, message: str, identity: Identity | None) -> web.Response:
+    """403: who the gateway says you are, and a way out (sign-out), never a redirect that would loop."""
+    who = None if identity is None else identity.name + (f" ({identity.email})" if identity.email else "")
+    return error_response(
+        request,
+        403,
+        "Access denied",
+        message,
+        code="forbidden",
+        paragraphs=(f"Signed in as {who}.",) if who else (),
+        actions=_SIGN_OUT_FORM if identity is not None else "",
+        extra={"user": identity.username if identity else None, "groups": list(identity.groups) if identity else []},
+    )

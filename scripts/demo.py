@@ -60,7 +60,9 @@ def main() -> int:
     try:
         idp, idp_lines = start("dev_idp", ["-m", "dev_idp", "--port", str(IDP_PORT)], {}, r"^# ready")
         children.append(idp)
-        cognito_env = dict(line.split("=", 1) for line in idp_lines if re.match(r"^COGNITO_[A-Z_]+=", line))
+        cognito_env = dict(
+            line.split("=", 1) for line in idp_lines if re.match(r"^(COGNITO_[A-Z_]+|GATEWAY_PROVIDER)=", line)
+        )
         upstream, _ = start("upstream_demo", ["-m", "upstream_demo", "--port", str(UPSTREAM_PORT)], {}, r"listening on")
         children.append(upstream)
         if importlib.util.find_spec("gateway.__main__") is None:

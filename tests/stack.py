@@ -22,8 +22,10 @@ from aiohttp.test_utils import make_mocked_request
 from yarl import URL
 
 from gateway.config import Settings
-from gateway.cookie_store import CookieSessionStore
-from gateway.session import UserSession
+from gateway.identity import Identity
+from gateway.session_backends import CookieBackend
+from gateway.session_cookies import SessionCookies
+from gateway.user_session import UserSession
 
 from .support import CapturedProcess, DevIdpProcess, free_port, start_dev_idp, write_json
 
@@ -102,20 +104,17 @@ class Stack:
 
 def forged_cookie(env: Mapping[str, str], session: UserSession, **overrides: str) -> dict[str, str]:
     """The cookies a gateway configured by ``env`` (with ``overrides``) would set for ``session``."""
-    store = CookieSessionStore(Settings.from_env({**env, **overrides}).session)
+    settings = Settings.from_env({**env, **overrides}).session
     response = web.Response()
-    store.set_cookie(make_mocked_request("GET", "/"), response, session)
+    value = CookieBackend(settings).cookie_value(session)
+    SessionCookies(settings).write(make_mocked_request("GET", "/"), response, value, max_age=3600)
     return {name: morsel.value for name, morsel in response.cookies.items() if morsel.value}
 
 
 def alice_session(*, created: float, seen: float | None = None, groups: tuple[str, ...] = ()) -> UserSession:
+    identity = Identity(sub="s", username="alice", email="alice@example.com", email_verified=True, groups=groups)
     return UserSession(
-        sub="s",
-        username="alice",
-        email="alice@example.com",
-        email_verified=True,
-        groups=groups,
-        preferred_username=None,
+        identity=identity,
         created_at=int(created),
         auth_time=int(created),
         token_expires_at=int(time.time()) + 3600,

@@ -29,10 +29,11 @@ def test_banner_says_not_for_production_and_prints_the_gateway_environment(tmp_p
     try:
         out = idp.process.output()
         assert "DEVELOPMENT identity provider" in out and "Never use it in production" in out
-        assert out.index("Never use it in production") < out.index("COGNITO_ISSUER=")
+        assert out.index("Never use it in production") < out.index("GATEWAY_PROVIDER=")
         port = int(idp.url.rsplit(":", 1)[1])
         assert port != 0 and port != 9000, "--port 0 picked a free port and the banner says which"
         assert idp.env == {
+            "GATEWAY_PROVIDER": "cognito",
             "COGNITO_ISSUER": f"http://localhost:{port}/local_devpool1",
             "COGNITO_DOMAIN": f"http://localhost:{port}",
             "COGNITO_CLIENT_ID": "gateway",

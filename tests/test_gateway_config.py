@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from gateway.config import ConfigError, Settings, parse_duration
+from gateway.config import ConfigError, Settings
+from gateway.env_reader import parse_duration
 
 from .support import ROOT
 
@@ -27,11 +28,11 @@ MINIMAL = {
 
 def test_minimal_configuration_and_its_defaults() -> None:
     settings = Settings.from_env(MINIMAL)
-    assert settings.cognito.issuer == "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123xyz"
+    assert settings.provider.issuer == "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123xyz"
     assert settings.redirect_uri == "https://app.example.com/cognito_redirect"
     assert (settings.listen_host, settings.listen_port) == ("0.0.0.0", 8000)
-    assert settings.cognito.scopes == ("openid", "email", "profile")
-    assert settings.cognito.algorithms == ("RS256",)
+    assert settings.provider.scopes == ("openid", "email", "profile")
+    assert settings.provider.algorithms == ("RS256",)
     assert settings.session.secure is True, "https public URL: Secure cookies"
     assert settings.session.samesite == "Lax" and settings.session.lifetime == 12 * 3600
     assert settings.upstream.read_timeout == 60 and settings.upstream.connect_timeout == 5
@@ -46,7 +47,7 @@ def test_issuer_override_and_http_public_url() -> None:
         "GATEWAY_PUBLIC_URL": "http://localhost:8000",
     }
     settings = Settings.from_env(env)
-    assert settings.cognito.issuer == "http://localhost:9000/local_devpool1"
+    assert settings.provider.issuer == "http://localhost:9000/local_devpool1"
     assert settings.session.secure is False
 
 

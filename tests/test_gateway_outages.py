@@ -28,6 +28,7 @@ async def test_gateway_starts_without_its_idp_and_recovers(tmp_path: Path) -> No
     users = write_json(tmp_path / "users.json", directory_for(url))
     upstream, upstream_url = start_upstream()
     env = {
+        "GATEWAY_PROVIDER": "cognito",
         "COGNITO_ISSUER": f"{idp_url}/local_devpool1",
         "COGNITO_CLIENT_ID": "gateway",
         "COGNITO_CLIENT_SECRET": "gateway-dev-secret-for-local-use-only",

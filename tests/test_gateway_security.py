@@ -10,7 +10,7 @@ import pytest
 from yarl import URL
 
 from gateway.config import Settings
-from gateway.session import UserSession
+from gateway.user_session import UserSession
 
 from .stack import HTML, Stack, alice_session, browse_and_sign_in, fill_form, forged_cookie
 from .support import new_browser

@@ -16,10 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from dev_idp.keys import PoolKeys, load_or_create_keys
-from gateway.config import CognitoSettings
+from gateway.config import ProviderSettings
 from gateway.errors import IdpUnavailable, InvalidToken
-from gateway.jwks import JwksCache
-from gateway.tokens import TokenVerifier
+from gateway.oidc.jwks import JwksCache
+from gateway.oidc.verify import TokenVerifier
 
 from .conftest import InProcessIdp
 from .moto_pool import MotoPool, moto_pool
@@ -28,8 +28,8 @@ from .support import FakeClock
 NONCE = "the-nonce-of-this-sign-in"
 
 
-def settings_for(issuer: str, client_id: str = "gateway") -> CognitoSettings:
-    return CognitoSettings(
+def settings_for(issuer: str, client_id: str = "gateway") -> ProviderSettings:
+    return ProviderSettings(
         issuer=issuer,
         domain=None,
         client_id=client_id,

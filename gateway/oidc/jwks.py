@@ -17,7 +17,7 @@ import aiohttp
 import jwt
 from cachetools import TTLCache
 
-from .errors import IdpUnavailable, InvalidToken
+from ..errors import IdpUnavailable, InvalidToken
 
 log = logging.getLogger("gateway.jwks")
 

@@ -1,4 +1,4 @@
-"""Calls from the gateway to the IdP's token and revocation endpoints (server to server)."""
+"""Calls from the gateway to the IdP's token, revocation and userinfo endpoints (server to server)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,27 @@ from typing import Any
 
 import aiohttp
 
-from .config import CognitoSettings
-from .errors import IdpUnavailable, SignInFailed
-from .provider import Endpoints
+from ..config import ProviderSettings
+from ..errors import IdpUnavailable, SignInFailed, TokenRejected
+from .discovery import Endpoints
 
 log = logging.getLogger("gateway.idp")
 
 
 @dataclasses.dataclass(frozen=True)
 class TokenResponse:
-    id_token: str
+    id_token: str | None  # a refresh may omit it (OIDC Core 12.2); a sign-in never does
     access_token: str
     refresh_token: str | None
     expires_in: int
+    scope: str | None = None
 
     def __repr__(self) -> str:  # tokens are credentials: keep them out of reprs and logs
         return f"TokenResponse(expires_in={self.expires_in}, refresh_token={'yes' if self.refresh_token else 'no'})"
 
 
-class TokenRejected(SignInFailed):
-    """The token endpoint answered with an OAuth error (``invalid_grant``, ``invalid_client``, …)."""
-
-    def __init__(self, error: str) -> None:
-        super().__init__("The identity provider refused this sign-in. Please sign in again.", code=error)
-        self.error = error
-
-
-class IdpClient:
-    def __init__(self, http: aiohttp.ClientSession, settings: CognitoSettings) -> None:
+class TokenEndpoint:
+    def __init__(self, http: aiohttp.ClientSession, settings: ProviderSettings) -> None:
         self._http = http
         self._settings = settings
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
@@ -58,7 +51,10 @@ class IdpClient:
             "redirect_uri": redirect_uri,
             "code_verifier": verifier,
         }
-        return self._tokens(await self._post_token(endpoints.token, form))
+        tokens = self._tokens(await self._post_token(endpoints.token, form))
+        if tokens.id_token is None:
+            raise SignInFailed("The identity provider returned no ID token.", code="invalid_token_response")
+        return tokens
 
     async def refresh(self, endpoints: Endpoints, refresh_token: str) -> TokenResponse:
         """New ID and access tokens for a refresh token. Cognito sends no new refresh token (without rotation)."""
@@ -68,13 +64,15 @@ class IdpClient:
     def _tokens(self, body: dict[str, Any]) -> TokenResponse:
         id_token, access_token = body.get("id_token"), body.get("access_token")
         refresh_token, expires_in = body.get("refresh_token"), body.get("expires_in", 3600)
-        if not isinstance(id_token, str) or not isinstance(access_token, str):
+        if (id_token is not None and not isinstance(id_token, str)) or not isinstance(access_token, str):
             raise SignInFailed(
                 "The identity provider did not return the expected tokens.", code="invalid_token_response"
             )
         if refresh_token is not None and not isinstance(refresh_token, str):
             refresh_token = None
-        return TokenResponse(id_token, access_token, refresh_token, expires_in if isinstance(expires_in, int) else 3600)
+        scope = body.get("scope") if isinstance(body.get("scope"), str) else None
+        lifetime = expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) else 3600
+        return TokenResponse(id_token, access_token, refresh_token, lifetime, scope)
 
     async def _post_token(self, url: str, form: dict[str, str]) -> dict[str, Any]:
         headers = self._auth(form)
@@ -116,3 +114,18 @@ class IdpClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("revocation failed: %s", exc.__class__.__name__)
             return False
+
+    async def userinfo(self, url: str, access_token: str) -> dict[str, Any]:
+        """The userinfo claims (OIDC Core 5.3); raises IdpUnavailable when they cannot be had."""
+        headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        try:
+            async with self._http.get(url, headers=headers, timeout=self._timeout, allow_redirects=False) as response:
+                body = await response.json(content_type=None) if response.status == 200 else None
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("userinfo failed: %s", exc.__class__.__name__)
+            raise IdpUnavailable() from exc
+        if not isinstance(body, dict):
+            log.warning("userinfo answered %s", status)
+            raise IdpUnavailable()
+        return body

@@ -1,8 +1,8 @@
-"""The Redis session store, for many replicas and for revocation that takes effect at once.
+"""The Redis session backend, for many replicas and for revocation that takes effect at once.
 
 The cookie holds only an opaque random id (256 bits). Redis holds the session under the SHA-256 of that id (so a
-copy of the database yields no usable cookie), encrypted with the session secret, with a TTL equal to the
-session's remaining life. Each user has an index of their sessions, so an administrator can end them all at once
+copy of the database yields no usable cookie), sealed with the session secret, with a TTL equal to the session's
+remaining life. Each user has an index of their sessions, so an administrator can end them all at once
 (``python -m gateway sessions revoke --user alice``). Refreshes take a Redis lock, so two replicas never refresh
 the same session at once. When Redis cannot be reached, requests that need a session get a 503, never a pass.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import secrets
 import time
@@ -20,29 +19,25 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from urllib.parse import quote
 
 import redis.asyncio as redis
-from aiohttp import web
-from cryptography.fernet import InvalidToken
 from redis.exceptions import LockError, RedisError
 
 from .config import SessionSettings
-from .crypto import SESSION_PURPOSE, fernet_for
-from .errors import StoreUnavailable
-from .session import Loaded, UserSession, expire_cookie
+from .crypto import SESSION_PURPOSE, Sealer
+from .errors import RefreshBusy, StoreUnavailable
+from .session_backends import Loaded, open_session, seal_session
+from .user_session import UserSession
 
 log = logging.getLogger("gateway.session")
 
 LOCK_TIMEOUT = 15  # seconds a refresh may hold the lock before Redis frees it for another replica
-
-
-class RefreshBusy(Exception):
-    """Another replica held the refresh lock for too long."""
+SESSION_ID_LENGTH = 43  # secrets.token_urlsafe(32)
 
 
 def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("ascii", "replace")).hexdigest()
 
 
-class RedisSessionStore:
+class RedisBackend:
     def __init__(
         self, settings: SessionSettings, clock: Callable[[], float] = time.time, client: redis.Redis | None = None
     ) -> None:
@@ -53,15 +48,7 @@ class RedisSessionStore:
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15
         )
         self._prefix = f"cognito-gateway:{settings.cookie_name}:"
-        self._all_keys = fernet_for(settings.keys, SESSION_PURPOSE)
-        self._first_key = fernet_for(settings.keys[:1], SESSION_PURPOSE)
-        self._params = {
-            "path": "/",
-            "domain": settings.domain,
-            "secure": settings.secure,
-            "httponly": True,
-            "samesite": settings.samesite,
-        }
+        self._sealer = Sealer(settings.keys, SESSION_PURPOSE)
 
     def _session_key(self, digest: str) -> str:
         return f"{self._prefix}session:{digest}"
@@ -69,36 +56,18 @@ class RedisSessionStore:
     def _user_key(self, username: str) -> str:
         return f"{self._prefix}user:{quote(username, safe='')}"
 
-    def _decode(self, blob: bytes, session_id: str) -> Loaded | None:
-        stale = False
-        try:
-            plain = self._first_key.decrypt(blob)
-        except InvalidToken:
-            try:
-                plain, stale = self._all_keys.decrypt(blob), True
-            except InvalidToken:
-                return None  # written under a secret that has since been removed: signed out
-        session = UserSession.from_dict(json.loads(plain), session_id=session_id)
-        return Loaded(session, stale) if session is not None else None
-
     async def _get(self, session_id: str) -> Loaded | None:
         try:
             blob = await self._client.get(self._session_key(_digest(session_id)))
         except RedisError as exc:
             log.warning("redis unavailable: %s", exc.__class__.__name__)
             raise StoreUnavailable() from exc
-        return self._decode(blob, session_id) if blob is not None else None
+        return open_session(self._sealer, blob, ttl=None, session_id=session_id) if blob is not None else None
 
-    async def load(self, request: web.Request) -> Loaded | None:
-        session_id = request.cookies.get(self._settings.cookie_name)
-        if not session_id or len(session_id) != 43:
+    async def load(self, value: str) -> Loaded | None:
+        if len(value) != SESSION_ID_LENGTH:
             return None
-        loaded = await self._get(session_id)
-        if loaded is None or loaded.session.expired(
-            self._clock(), lifetime=self._settings.lifetime, idle_timeout=self._settings.idle_timeout
-        ):
-            return None
-        return loaded
+        return await self._get(value)
 
     async def persist(self, session: UserSession) -> UserSession:
         # SECURITY: a new session always gets a new random id (256 bits), so no id chosen before sign-in survives it.
@@ -106,31 +75,20 @@ class RedisSessionStore:
         session = dataclasses.replace(session, session_id=session_id)
         now = int(self._clock())
         ttl = min(session.created_at + self._settings.lifetime, session.last_seen + self._settings.idle_timeout) - now
-        digest = _digest(session_id)
-        blob = self._all_keys.encrypt(json.dumps(session.to_dict()).encode())
+        digest, user_key = _digest(session_id), self._user_key(session.username)
         try:
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(self._session_key(digest), blob, ex=max(1, ttl))
-                pipe.sadd(self._user_key(session.username), digest)
-                pipe.expire(self._user_key(session.username), self._settings.lifetime)
+                pipe.set(self._session_key(digest), seal_session(self._sealer, session), ex=max(1, ttl))
+                pipe.sadd(user_key, digest)
+                pipe.expire(user_key, self._settings.lifetime)
                 await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable() from exc
         return session
 
-    def set_cookie(self, request: web.Request, response: web.StreamResponse, session: UserSession) -> None:
-        if session.session_id is None or request.cookies.get(self._settings.cookie_name) == session.session_id:
-            return
-        remaining = max(1, session.created_at + self._settings.lifetime - int(self._clock()))
-        response.set_cookie(self._settings.cookie_name, session.session_id, max_age=remaining, **self._params)
-
-    def clear_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
-        for name in request.cookies:
-            if name == self._settings.cookie_name or (
-                name.startswith(f"{self._settings.cookie_name}_")
-                and (name[len(self._settings.cookie_name) + 1 :].isdigit())
-            ):
-                expire_cookie(response, name, self._params)
+    def cookie_value(self, session: UserSession) -> str:
+        assert session.session_id is not None, "persist gives every session its id"
+        return session.session_id
 
     async def delete(self, session: UserSession) -> None:
         if session.session_id is None:
@@ -142,7 +100,7 @@ class RedisSessionStore:
         except RedisError as exc:
             raise StoreUnavailable() from exc
 
-    def refresh_lock(self, session: UserSession) -> AbstractAsyncContextManager[None]:
+    def lock(self, session: UserSession) -> AbstractAsyncContextManager[None]:
         return self._locked(_digest(session.session_id or ""))
 
     @asynccontextmanager
@@ -182,7 +140,7 @@ class RedisSessionStore:
             if blob is None:
                 await self._client.srem(self._user_key(username), digest)
                 continue
-            loaded = self._decode(blob, session_id=f"sha256:{digest[:12]}")
+            loaded = open_session(self._sealer, blob, ttl=None, session_id=f"sha256:{digest[:12]}")
             if loaded is not None:
                 sessions.append(loaded.session)
         return sessions

@@ -1,15 +1,17 @@
-"""The session lifecycle around a store: load, refresh, idle tracking, and writing cookies at the right moment.
+"""The session lifecycle around a backend: load, expiry, refresh, idle tracking, and the cookie at the right moment.
+
+Expiry. The absolute lifetime (GATEWAY_SESSION_LIFETIME) and the idle timeout are checked here, on the server, for
+every backend: a replayed cookie that is itself still valid is refused once either has passed.
 
 Refresh. When a session's tokens expire within GATEWAY_REFRESH_BEFORE, the next request refreshes them at the
 token endpoint with the refresh token; the user notices nothing. Concurrent requests on one session share a single
-refresh (one task per session in this process, plus the store's lock across replicas), and all of them go on with
+refresh (one task per session in this process, plus the backend's lock across replicas), and all of them go on with
 the new tokens. Only ``invalid_grant`` / ``invalid_client`` end a session (the user was disabled, signed out
 globally, or the token revoked); a network error or a 5xx keeps the session until GATEWAY_REFRESH_GRACE past its
 tokens' expiry, so an IdP blip signs nobody out.
 
-Cookies. A proxied response is streamed, and aiohttp-session does not save sessions into streamed responses: every
-session change is written in the ``on_response_prepare`` signal instead, which runs for every response, streamed or
-not, just before its headers go out.
+Cookies. A proxied response is streamed, so a session change is written in ``write_cookies``, which ``create_app``
+hooks to ``on_response_prepare``: it runs for every response, streamed or not, just before its headers go out.
 """
 
 from __future__ import annotations
@@ -26,110 +28,134 @@ from aiohttp import web
 from cachetools import TTLCache
 
 from .config import SessionSettings
-from .errors import GatewayError, IdpUnavailable, InvalidToken
-from .idp_client import IdpClient, TokenRejected
-from .provider import Provider
-from .redis_store import RefreshBusy
-from .session import SessionStore, UserSession
-from .tokens import TokenVerifier
+from .errors import GatewayError, IdpUnavailable, InvalidToken, RefreshBusy, TokenRejected
+from .oidc import OidcClient, SignedIn
+from .session_backends import SessionBackend
+from .session_cookies import SessionCookies
+from .user_session import UserSession
 
 log = logging.getLogger("gateway.session")
 
 # Refresh errors that end a session (oauth2-proxy's isFatalRefreshError); anything else is retried later.
 FATAL_REFRESH_ERRORS = frozenset({"invalid_grant", "invalid_client"})
+RECENT_REFRESH_TTL = 60  # seconds a refreshed session is handed to requests that still carry the old cookie
 
 
 class _Outcome:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
 
 ENDED: Final = _Outcome("ended")  # the IdP refused the refresh: the session is over
 TRANSIENT: Final = _Outcome("transient")  # the IdP could not be asked: keep the session within the grace
-_CLEAR: Final = _Outcome("clear")
+CLEAR: Final = _Outcome("clear")  # the response must expire the session cookies
 
-PENDING = web.RequestKey("pending_session", object)
-RECENT_REFRESH_TTL = 60  # seconds a refreshed session is handed to requests that still carry the old cookie
+PENDING = web.RequestKey("pending_session", object)  # a UserSession to write, or CLEAR
 
 
 class SessionManager:
     def __init__(
         self,
-        store: SessionStore,
+        backend: SessionBackend,
         settings: SessionSettings,
         *,
-        provider: Provider,
-        idp: IdpClient,
-        verifier: TokenVerifier,
+        oidc: OidcClient,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.backend = backend
+        self.cookies = SessionCookies(settings)
         self._settings = settings
-        self._provider = provider
-        self._idp = idp
-        self._verifier = verifier
+        self._oidc = oidc
         self._clock = clock
         self._flights: dict[str, asyncio.Task[UserSession | _Outcome]] = {}
         # Requests of a burst that load the old cookie after its refresh finished get the refreshed session too,
-        # instead of refreshing again (with Redis, the store's reload after the lock does the same across replicas).
-        self._refreshed: TTLCache[str, UserSession] = TTLCache(maxsize=10_000, ttl=RECENT_REFRESH_TTL)
+        # instead of refreshing again (with Redis, the backend's reload after the lock does the same across replicas).
+        self._refreshed: TTLCache[str, UserSession] = TTLCache(maxsize=10_000, ttl=RECENT_REFRESH_TTL, timer=clock)
+
+    async def _load(self, request: web.Request) -> tuple[UserSession, bool] | None:
+        value = self.cookies.read(request)
+        loaded = await self.backend.load(value) if value is not None else None
+        if loaded is None:
+            return None
+        # SECURITY: lifetime and idle timeout are enforced here, on the server, not by the cookie's own Max-Age.
+        if loaded.session.expired(
+            self._clock(), lifetime=self._settings.lifetime, idle_timeout=self._settings.idle_timeout
+        ):
+            return None
+        return loaded.session, loaded.stale
 
     async def current(self, request: web.Request) -> UserSession | None:
         """The request's session, refreshed when due; None means the request needs a sign-in."""
-        loaded = await self.store.load(request)
+        loaded = await self._load(request)
         if loaded is None:
             return None
-        session = loaded.session
+        session, stale = loaded
         # changed: the browser's cookie must be rewritten; persist: the server-side copy too (Redis).
-        changed = persist = loaded.stale
+        changed = persist = stale
         now = self._clock()
         if session.refresh_token and self._due(session):
             outcome = await self._refresh(session)
             if outcome is ENDED:
-                request[PENDING] = _CLEAR
+                request[PENDING] = CLEAR
                 return None
-            if outcome is TRANSIENT:
-                if now >= session.token_expires_at + self._settings.refresh_grace:
-                    log.warning(
-                        "session of %s ends: tokens expired and the IdP could not refresh them", session.username
-                    )
-                    return None
-            elif isinstance(outcome, UserSession):
+            if outcome is TRANSIENT and now >= session.token_expires_at + self._settings.refresh_grace:
+                log.warning("session of %s ends: tokens expired and the IdP could not refresh them", session.username)
+                return None
+            if isinstance(outcome, UserSession):
                 session, changed = outcome, True
         if now - session.last_seen >= self._settings.touch_interval:
             session, changed, persist = dataclasses.replace(session, last_seen=int(now)), True, True
         if persist:
-            session = await self.store.persist(session)
+            session = await self.backend.persist(session)
         if changed:
             request[PENDING] = session
         return session
 
-    async def start(self, request: web.Request, session: UserSession) -> UserSession:
-        """A new session at sign-in: stored now, its cookie written with the response."""
-        session = await self.store.persist(session)
+    async def start(self, request: web.Request, signed_in: SignedIn) -> UserSession:
+        """A new session at sign-in: stored now, its cookie written with the response (a new value: no fixation)."""
+        assert signed_in.identity is not None, "a sign-in always says who signed in"
+        now = int(self._clock())
+        session = UserSession(
+            identity=signed_in.identity,
+            created_at=now,
+            auth_time=signed_in.auth_time,
+            token_expires_at=signed_in.expires_at,
+            last_seen=now,
+            refresh_token=signed_in.refresh_token,
+        )
+        session = await self.backend.persist(session)
         request[PENDING] = session
         return session
 
     async def end(self, request: web.Request) -> UserSession | None:
         """Sign-out: forget the server-side copy at once and clear the cookies; returns what was signed out."""
-        loaded = await self.store.load(request)
-        request[PENDING] = _CLEAR
-        if loaded is not None:
-            self._refreshed.pop(self._flight_key(loaded.session), None)
-            await self.store.delete(loaded.session)
-        return loaded.session if loaded is not None else None
+        value = self.cookies.read(request)
+        loaded = await self.backend.load(value) if value is not None else None
+        request[PENDING] = CLEAR
+        if loaded is None:
+            return None
+        self._refreshed.pop(self._flight_key(loaded.session), None)
+        await self.backend.delete(loaded.session)
+        return loaded.session
 
-    async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+    async def write_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
+        """``on_response_prepare``: the pending session change goes into this response's headers."""
         pending = request.get(PENDING)
         if pending is None:
             return
         # aiohttp 3.14 turns response.cookies into headers *before* this signal runs, so cookies set on the
         # response here would be dropped silently: build them on a scratch response and add the headers ourselves.
         scratch = web.Response()
-        if pending is _CLEAR:
-            self.store.clear_cookies(request, scratch)
+        if pending is CLEAR:
+            self.cookies.clear(request, scratch)
         elif isinstance(pending, UserSession):
-            self.store.set_cookie(request, scratch, pending)
+            value = self.backend.cookie_value(pending)
+            if value != self.cookies.read(request):
+                max_age = pending.remaining(self._clock(), self._settings.lifetime)
+                self.cookies.write(request, scratch, value, max_age=max_age)
         for morsel in scratch.cookies.values():
             response.headers.add("Set-Cookie", morsel.output(header="")[1:])
 
@@ -153,16 +179,18 @@ class SessionManager:
 
     def _finished(self, key: str, flight: asyncio.Task[UserSession | _Outcome]) -> None:
         self._flights.pop(key, None)
-        if not flight.cancelled() and flight.exception() is None and isinstance(flight.result(), UserSession):
-            self._refreshed[key] = flight.result()  # type: ignore[assignment]
+        if not flight.cancelled() and flight.exception() is None:
+            result = flight.result()
+            if isinstance(result, UserSession):
+                self._refreshed[key] = result
 
     def _due(self, session: UserSession) -> bool:
         return self._clock() >= session.token_expires_at - self._settings.refresh_before
 
     async def _refresh_once(self, session: UserSession) -> UserSession | _Outcome:
         try:
-            async with self.store.refresh_lock(session):
-                latest = await self.store.reload(session)
+            async with self.backend.lock(session):
+                latest = await self.backend.reload(session)
                 if latest is None:
                     return ENDED  # signed out or revoked meanwhile
                 if not self._due(latest):
@@ -178,32 +206,25 @@ class SessionManager:
     async def _call_idp(self, session: UserSession) -> UserSession | _Outcome:
         assert session.refresh_token is not None
         try:
-            endpoints = self._provider.endpoints()
-            tokens = await self._idp.refresh(endpoints, session.refresh_token)
+            signed_in = await self._oidc.refresh(session.refresh_token, sub=session.identity.sub)
         except TokenRejected as exc:
             if exc.error in FATAL_REFRESH_ERRORS:
                 log.info("refresh refused (%s): session of %s ends", exc.error, session.username)
-                await self.store.delete(session)
+                await self.backend.delete(session)
                 return ENDED
             log.warning("refresh for %s failed with %s; will retry", session.username, exc.error)
             return TRANSIENT
         except IdpUnavailable:
             log.warning("refresh for %s: the IdP is unreachable; keeping the session", session.username)
             return TRANSIENT
-        assert self._provider.jwks is not None
-        try:
-            id_claims = await self._verifier.verify_id_token(
-                self._provider.jwks, tokens.id_token, nonce=None, access_token=tokens.access_token, sub=session.sub
-            )
-            access_claims = await self._verifier.verify_access_token(self._provider.jwks, tokens.access_token)
         except InvalidToken as exc:
             log.warning("refreshed tokens for %s rejected (%s): session ends", session.username, exc)
-            await self.store.delete(session)
+            await self.backend.delete(session)
             return ENDED
         refreshed = session.refreshed(
-            id_claims,
-            token_expires_at=int(min(id_claims["exp"], access_claims["exp"])),
-            refresh_token=tokens.refresh_token,
+            signed_in.identity or session.identity,
+            token_expires_at=signed_in.expires_at,
+            refresh_token=signed_in.refresh_token,
         )
         log.info("refreshed the session of %s", session.username)
-        return await self.store.persist(refreshed)
+        return await self.backend.persist(refreshed)

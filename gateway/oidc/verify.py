@@ -1,9 +1,10 @@
-"""Strict verification of Cognito's ID and access tokens with PyJWT.
+"""Strict verification of ID tokens (OpenID Connect Core 3.1.3.7) and Cognito access tokens, with PyJWT.
 
 Inputs to a verification come from configuration and discovery, never from the token: the algorithms are
 GATEWAY_TOKEN_ALGORITHMS, the issuer is the configured one, the key is looked up by ``kid`` in the IdP's JWKS. Every
-time claim is required and typed. ``token_use`` keeps an ID token from being replayed as an access token and back;
-access tokens have no ``aud``, so their ``client_id`` is checked instead.
+time claim is required and typed. With a Cognito provider, ``token_use`` keeps an ID token from being replayed as an
+access token and back; Cognito access tokens have no ``aud``, so their ``client_id`` is checked instead. A generic
+OIDC provider's access token may be opaque: it is used, never parsed.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from typing import Any
 
 import jwt
 
-from .config import CognitoSettings
-from .errors import InvalidToken
+from ..config import ProviderSettings
+from ..errors import InvalidToken
 from .jwks import JwksCache
 
 _HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
 
 
 class TokenVerifier:
-    def __init__(self, settings: CognitoSettings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: ProviderSettings, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._clock = clock
 
@@ -33,10 +34,10 @@ class TokenVerifier:
         self, jwks: JwksCache, token: str, *, nonce: str | None, access_token: str, sub: str | None = None
     ) -> dict[str, Any]:
         """Verify an ID token from a sign-in (``nonce`` given) or from a refresh (``sub`` of the session given)."""
-        claims, algorithm = await self._decode(
-            jwks, token, audience=self._settings.client_id, required=["exp", "iat", "iss", "aud", "sub", "token_use"]
-        )
-        if claims.get("token_use") != "id":
+        cognito = self._settings.is_cognito
+        required = ["exp", "iat", "iss", "aud", "sub", *(["token_use"] if cognito else [])]
+        claims, algorithm = await self._decode(jwks, token, audience=self._settings.client_id, required=required)
+        if cognito and claims.get("token_use") != "id":
             raise InvalidToken("token_use is not id")
         if nonce is not None:
             presented = claims.get("nonce")
@@ -54,14 +55,18 @@ class TokenVerifier:
             raise InvalidToken("at_hash does not match the access token")
         return claims
 
-    async def verify_access_token(self, jwks: JwksCache, token: str) -> dict[str, Any]:
+    async def verify_access_token(
+        self, jwks: JwksCache, token: str, *, client_ids: frozenset[str] | None = None
+    ) -> dict[str, Any]:
+        """A Cognito access token issued to our client (sign-in, refresh) or to one of ``client_ids`` (Bearer)."""
         claims, _ = await self._decode(
-            jwks, token, audience=None, required=["exp", "iat", "iss", "token_use", "client_id"]
+            jwks, token, audience=None, required=["exp", "iat", "iss", "sub", "token_use", "client_id"]
         )
         # SECURITY: Cognito access tokens have no aud; client_id and token_use stand in for it.
         if claims.get("token_use") != "access":
             raise InvalidToken("token_use is not access")
-        if claims.get("client_id") != self._settings.client_id:
+        allowed = client_ids if client_ids is not None else frozenset({self._settings.client_id})
+        if claims.get("client_id") not in allowed:
             raise InvalidToken("access token was issued to another client")
         return claims
 
@@ -88,20 +93,34 @@ class TokenVerifier:
                 algorithms=list(self._settings.algorithms),
                 audience=audience,
                 issuer=self._settings.issuer,
-                leeway=self._settings.clock_skew,
-                # SECURITY: PyJWT accepts a token without exp unless told to require it.
-                options={"require": required, "verify_aud": audience is not None},
+                # SECURITY: PyJWT accepts a token without exp unless told to require it. The times are checked
+                # below against the injected clock, which PyJWT cannot take.
+                options={
+                    "require": required,
+                    "verify_aud": audience is not None,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"{exc.__class__.__name__}: {exc}") from None
-        # SECURITY: PyJWT converts a string exp with int(); Cognito's times are JSON numbers, so require numbers.
+        self._check_times(claims)
+        return claims, algorithm
+
+    def _check_times(self, claims: dict[str, Any]) -> None:
+        # SECURITY: PyJWT converts a string exp with int(); OIDC's times are JSON numbers, so require numbers.
         for name in ("exp", "iat", "nbf", "auth_time"):
             value = claims.get(name)
             if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise InvalidToken(f"{name} is not a number")
-        if claims["iat"] > self._clock() + self._settings.clock_skew:
+        now, leeway = self._clock(), self._settings.clock_skew
+        if claims["exp"] <= now - leeway:
+            raise InvalidToken("the token has expired")
+        if claims["iat"] > now + leeway:
             raise InvalidToken("iat is in the future")
-        return claims, algorithm
+        if "nbf" in claims and claims["nbf"] > now + leeway:
+            raise InvalidToken("the token is not valid yet (nbf)")
 
 
 def _at_hash(access_token: str, algorithm: str) -> str:

@@ -1,0 +1,166 @@
+"""Sign-in, callback, sign-out and userinfo: the gateway's own endpoints under ``/oauth2/`` and the callback path.
+
+They read ``request[IDENTITY]`` (set by the identity middleware) and raise the errors of ``errors``; the policy of
+each is declared with its route in ``app.create_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from yarl import URL
+
+from .appkeys import LOGINS, OIDC, SESSIONS, SETTINGS
+from .errors import BadRequest, NeedsSignIn, SignInFailed
+from .identity import IDENTITY
+from .login_state import LoginAttempt
+from .redirects import safe_redirect_path
+from .responses import error_response, redirect
+
+log = logging.getLogger("gateway.auth")
+
+# IdP error codes shown by name; anything else is shown as "unknown" rather than reflected (RFC 6749 4.1.2.1).
+_KNOWN_IDP_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "unauthorized_client",
+        "access_denied",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+        "login_required",
+        "consent_required",
+    }
+)
+
+
+def _single(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        # SECURITY: a repeated parameter is ambiguous (parameter pollution); refuse rather than pick one.
+        raise BadRequest(f"The {name} parameter appears more than once.")
+    return values[0] if values else None
+
+
+def _return_to(request: web.Request, *, default: str) -> str:
+    rd = _single(request, "rd")
+    if rd is None or rd == "":
+        return default
+    if safe_redirect_path(rd) is None:
+        log.warning("rejected rd %r", rd[:200])
+        raise BadRequest("The rd parameter must be a path on this site, such as /reports?id=1.", code="invalid_rd")
+    return rd
+
+
+async def start_sign_in(request: web.Request, return_to: str) -> web.Response:
+    """302 to the IdP's authorize endpoint, with a fresh state, nonce and PKCE verifier kept in a login cookie."""
+    logins = request.app[LOGINS]
+    attempt = logins.new(safe_redirect_path(return_to) or "/")
+    location = request.app[OIDC].authorize_url(
+        state=attempt.state,
+        nonce=attempt.nonce,
+        code_challenge=attempt.code_challenge,
+        redirect_uri=request.app[SETTINGS].redirect_uri,
+    )
+    response = redirect(location)
+    logins.remember(request, response, attempt)
+    return response
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    return_to = _return_to(request, default="/")
+    if request[IDENTITY] is not None:
+        return redirect(return_to)
+    return await start_sign_in(request, return_to)
+
+
+async def callback(request: web.Request) -> web.StreamResponse:
+    logins = request.app[LOGINS]
+    state, error = _single(request, "state"), _single(request, "error")
+    if error is not None:
+        response = _idp_error(request, error)
+        if state:
+            logins.forget(request, response, state)
+        return response
+    code = _single(request, "code")
+    if not state or not code:
+        raise BadRequest("This sign-in link is incomplete.", code="invalid_callback")
+    attempt = logins.take(request, state)
+    if attempt is None:
+        # SECURITY: no login cookie for this state: a forged or replayed callback (login CSRF), or an expired one.
+        log.info("callback with unknown or used state")
+        raise SignInFailed(
+            "This sign-in has expired or was started elsewhere. Please sign in again.", code="invalid_state"
+        )
+    try:
+        response = await _complete_sign_in(request, attempt, code)
+    except SignInFailed as exc:
+        response = _failure_page(request, exc)
+    logins.forget(request, response, state)  # single use, whatever the outcome
+    return response
+
+
+async def _complete_sign_in(request: web.Request, attempt: LoginAttempt, code: str) -> web.Response:
+    signed_in = await request.app[OIDC].sign_in(
+        code=code, verifier=attempt.verifier, nonce=attempt.nonce, redirect_uri=request.app[SETTINGS].redirect_uri
+    )
+    # A new session (and new cookie) at every sign-in: nothing from before sign-in carries over (fixation).
+    session = await request.app[SESSIONS].start(request, signed_in)
+    log.info("signed in %s (sub %s)", session.username, session.identity.sub)
+    return redirect(attempt.return_to)
+
+
+def _idp_error(request: web.Request, error: str) -> web.Response:
+    # The IdP's error comes first; its description is logged, never shown (it is attacker-controllable).
+    log.info("IdP returned error=%r description=%r", error[:64], (_single(request, "error_description") or "")[:200])
+    return _failure_page(
+        request,
+        SignInFailed(
+            "The identity provider did not complete the sign-in.",
+            code=error if error in _KNOWN_IDP_ERRORS else "unknown_error",
+            status=403 if error == "access_denied" else 400,
+        ),
+    )
+
+
+def _failure_page(request: web.Request, error: SignInFailed) -> web.Response:
+    return error_response(
+        request, error.status, error.title, error.message, code=error.code, link=("/oauth2/sign_in", "Sign in again")
+    )
+
+
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    return_to = _return_to(request, default=settings.sign_out_redirect)
+    oidc = request.app[OIDC]
+    session = await request.app[SESSIONS].end(request)
+    target = oidc.end_session_url(str(settings.public_url.join(URL(return_to)))) or return_to
+    response = redirect(target)
+    request.app[LOGINS].clear_all(request, response)
+    if session is not None:
+        if session.refresh_token:
+            await oidc.revoke(session.refresh_token)
+        log.info("signed out %s", session.username)
+    return response
+
+
+async def userinfo(request: web.Request) -> web.StreamResponse:
+    identity = request[IDENTITY]
+    if identity is None:
+        raise NeedsSignIn()
+    body = {
+        "user": identity.username,
+        "email": identity.email,
+        "groups": list(identity.groups),
+        "preferredUsername": identity.preferred_username,
+        "sub": identity.sub,
+    }
+    if identity.is_machine:
+        body["clientId"] = identity.client_id
+    if identity.scopes:
+        body["scopes"] = sorted(identity.scopes)
+    response = web.json_response(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
