@@ -51,9 +51,7 @@ def require_node() -> str:
     node, problem = _node()
     if node is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(
-                f"CI=true and {problem}: .ci/run must install Node.js and run `npm ci --prefix tests/oidc_peer`"
-            )
+            pytest.fail(f"CI=true and {problem}; .ci/run must provide both")
         pytest.skip(f"{problem}: OIDC peer tests not run")
     return node
 
