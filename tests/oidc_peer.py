@@ -84,6 +84,7 @@ def start_oidc_peer(
     client_secret: str | None = None,
     conform_id_token_claims: bool = True,
     rotate_refresh_token: bool | None = None,
+    clock_tolerance: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> OidcPeer:
     """Start the provider on a free loopback port and wait until it prints its issuer.
@@ -91,6 +92,8 @@ def start_oidc_peer(
     ``token_ttl`` is the lifetime of access and ID tokens in seconds. ``conform_id_token_claims=False`` puts the scope
     claims (email, groups, …) into the ID token as well as userinfo. ``rotate_refresh_token`` True or False forces
     rotation on or off; None keeps oidc-provider's policy, which does not rotate this confidential client's token.
+    ``clock_tolerance`` is how many seconds past ``exp`` the provider still accepts its own tokens (at userinfo, for
+    instance); None keeps oidc-provider's 15, and 0 makes a short ``token_ttl`` expire exactly.
     """
     node = require_node()
     secret = client_secret or secrets.token_urlsafe(24)
@@ -103,6 +106,7 @@ def start_oidc_peer(
         "OIDC_PEER_TOKEN_TTL": str(token_ttl),
         "OIDC_PEER_CONFORM_ID_TOKEN_CLAIMS": "true" if conform_id_token_claims else "false",
         "OIDC_PEER_ROTATE_REFRESH_TOKEN": "" if rotate_refresh_token is None else str(rotate_refresh_token).lower(),
+        "OIDC_PEER_CLOCK_TOLERANCE": "" if clock_tolerance is None else str(clock_tolerance),
         **(env or {}),
     }
     process = CapturedProcess(["provider.mjs"], settings, cwd=PEER_DIR, program=node)

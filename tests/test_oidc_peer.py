@@ -23,6 +23,9 @@ to oidc-provider, scope ``openid email profile groups``):
   one, so no ``offline_access`` scope or ``prompt=consent`` is needed). By default the refresh_token grant returns the
   *same* refresh token (no rotation for a confidential client until 70 % of its 24 h lifetime has passed); with
   ``rotate_refresh_token=True`` it returns a new one, and presenting the old one again fails with ``invalid_grant``.
+- **Expiry**: the provider accepts its own tokens up to 15 s past ``exp`` (oidc-provider's ``clockTolerance``);
+  with ``clock_tolerance=0`` an access token fails at userinfo (401) once ``token_ttl`` has passed, and the refresh
+  token (24 h) still works.
 - **Revocation** (client_secret_basic, answers 200 with an empty body): revoking *either* token revokes every token
   of that grant: after revoking the access token, userinfo answers 401 *and* the refresh token gets
   ``invalid_grant``; after revoking the refresh token, the access token fails at userinfo too.
@@ -39,6 +42,7 @@ to oidc-provider, scope ``openid email profile groups``):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,9 +63,8 @@ PROTOCOL_CLAIMS = {"iss", "sub", "aud", "exp", "iat", "nonce"}
 
 
 def start(**options: Any) -> OidcPeer:
-    return start_oidc_peer(
-        redirect_uri=REDIRECT_URI, post_logout_redirect_uri=POST_LOGOUT_REDIRECT_URI, token_ttl=TOKEN_TTL, **options
-    )
+    options.setdefault("token_ttl", TOKEN_TTL)
+    return start_oidc_peer(redirect_uri=REDIRECT_URI, post_logout_redirect_uri=POST_LOGOUT_REDIRECT_URI, **options)
 
 
 @pytest.fixture(scope="module")
@@ -322,6 +325,25 @@ async def test_without_conformance_the_id_token_carries_the_scope_claims(browser
     assert claims["email"] == "alice@example.com"
     assert claims["groups"] == ["admins"]
     assert set(claims) == PROTOCOL_CLAIMS | {"email", "email_verified", "name", "preferred_username", "groups"}
+
+
+async def test_a_short_token_ttl_expires_the_access_token_but_not_the_refresh_token(
+    browser: aiohttp.ClientSession,
+) -> None:
+    short = start(token_ttl=1, clock_tolerance=0)
+    try:
+        _, tokens = await signed_in_tokens(browser, short)
+        assert tokens["expires_in"] == 1
+        await asyncio.sleep(2.1)
+        status, _ = await userinfo(browser, short, tokens["access_token"])
+        assert status == 401
+        status, refreshed = await token_request(
+            browser, short, "token_endpoint", grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+        )
+        assert status == 200
+        assert (await userinfo(browser, short, refreshed["access_token"]))[0] == 200
+    finally:
+        short.stop()
 
 
 async def test_revoking_the_access_token_revokes_its_refresh_token_too(

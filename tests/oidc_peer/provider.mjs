@@ -8,6 +8,8 @@
 //   OIDC_PEER_REDIRECT_URIS                space-separated redirect_uris of that client
 //   OIDC_PEER_POST_LOGOUT_REDIRECT_URIS    space-separated post_logout_redirect_uris
 //   OIDC_PEER_TOKEN_TTL                    lifetime of access and ID tokens in seconds (default 300)
+//   OIDC_PEER_CLOCK_TOLERANCE              seconds past exp that the provider still accepts its own tokens
+//                                          (oidc-provider's default, 15, unless set; 0 makes expiry exact)
 //   OIDC_PEER_CONFORM_ID_TOKEN_CLAIMS      "true" (default): scope claims only at userinfo, the ID token has sub and
 //                                          protocol claims; "false": they are in the ID token too
 //   OIDC_PEER_ROTATE_REFRESH_TOKEN         "true": every refresh_token grant returns a new refresh token and retires
@@ -79,15 +81,20 @@ function settings() {
   };
   const port = Number(values.port ?? env.OIDC_PEER_PORT ?? '0');
   const tokenTtl = Number(env.OIDC_PEER_TOKEN_TTL ?? '300');
+  const clockTolerance = env.OIDC_PEER_CLOCK_TOLERANCE ? Number(env.OIDC_PEER_CLOCK_TOLERANCE) : undefined;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new Error(`port '${values.port ?? env.OIDC_PEER_PORT}' is not a TCP port`);
   }
   if (!Number.isInteger(tokenTtl) || tokenTtl < 1) {
     throw new Error(`OIDC_PEER_TOKEN_TTL has value '${env.OIDC_PEER_TOKEN_TTL}'; expected whole seconds >= 1`);
   }
+  if (clockTolerance !== undefined && !(Number.isInteger(clockTolerance) && clockTolerance >= 0)) {
+    throw new Error(`OIDC_PEER_CLOCK_TOLERANCE has value '${env.OIDC_PEER_CLOCK_TOLERANCE}'; expected whole seconds >= 0`);
+  }
   return {
     port,
     tokenTtl,
+    clockTolerance,
     clientId: required('OIDC_PEER_CLIENT_ID'),
     clientSecret: required('OIDC_PEER_CLIENT_SECRET'),
     redirectUris: required('OIDC_PEER_REDIRECT_URIS').split(/\s+/).filter(Boolean),
@@ -236,6 +243,7 @@ function configuration(config) {
     claims: CLAIMS,
     scopes: Object.keys(CLAIMS).concat('offline_access'),
     conformIdTokenClaims: config.conformIdTokenClaims,
+    ...(config.clockTolerance === undefined ? {} : { clockTolerance: config.clockTolerance }),
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },
