@@ -109,14 +109,21 @@ class AuthorizeAttempt:
 
 
 class CapturedProcess:
-    """A ``python -m …`` child whose stdout and stderr lines are collected by threads, so tests can wait on them."""
+    """A child (``python -m …`` unless ``program`` names another executable, such as node) whose stdout and stderr
+    lines are collected by threads, so tests can wait on them."""
 
     def __init__(
-        self, args: list[str], env: Mapping[str, str] | None = None, cwd: Path = ROOT, *, inherit_env: bool = True
+        self,
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path = ROOT,
+        *,
+        inherit_env: bool = True,
+        program: str = sys.executable,
     ) -> None:
         full_env = {**(os.environ if inherit_env else {}), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, *args],
+            [program, *args],
             cwd=cwd,
             env=full_env,
             stdout=subprocess.PIPE,
