@@ -1,13 +1,15 @@
 """Benchmark: authenticated requests through the gateway against the same upstream reached directly.
 
     .venv/bin/python bench/gateway_bench.py [--duration 10] [--connections 32] [--rounds 3] [--stores cookie,redis]
+                                            [--baseline DIR]
 
 It starts dev_idp, a minimal aiohttp upstream, a redis-server (for the Redis store) and one gateway per session
 store on loopback, signs in once as alice on each, then runs wrk (Debian's ``wrk``) against the upstream directly
 and through each gateway, in alternating rounds. It prints req/s and p50/p99 latency (medians over the rounds),
 each gateway's CPU seconds per 1,000 requests (from /proc), and the gateway/direct ratios, which are what to
 compare between machines: absolute figures on shared machines are noise. wrk sends the session cookie and
-``Accept: text/html``, as a browser does.
+``Accept: text/html``, as a browser does. ``--baseline DIR`` adds the gateway of another checkout (e.g. a
+``git worktree`` of the previous release) to the same rounds, so a change is measured before and after in one run.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(args: list[str], env: dict[str, str] | None = None, ready: str = "") -> subprocess.Popen[str]:
+def start(
+    args: list[str], env: dict[str, str] | None = None, ready: str = "", cwd: Path = ROOT
+) -> subprocess.Popen[str]:
     """Start a child and wait (30 s at most) for a line matching ``ready``; its output keeps being drained."""
     process = subprocess.Popen(
         [sys.executable, *args],
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -116,11 +120,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stores", default="cookie,redis", help="session stores to measure, comma-separated")
     parser.add_argument("--profile", metavar="SVG", help="record the gateway with py-spy during the first round")
+    parser.add_argument("--baseline", type=Path, help="also run the gateway of this checkout, in the same rounds")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is missing (apt-get install wrk)")
 
-    stores = [store.strip() for store in args.stores.split(",") if store.strip()]
+    store_names = [store.strip() for store in args.stores.split(",") if store.strip()]
+    # target name -> (session store, checkout the gateway runs from)
+    targets = {store: (store, ROOT) for store in store_names}
+    if args.baseline is not None:
+        targets |= {f"{store}, baseline": (store, args.baseline.resolve()) for store in store_names}
+    stores = list(targets)
     upstream_port = free_port()
     gateway_ports = {store: free_port() for store in stores}
     users = ROOT / "bench" / "results" / "users.json"
@@ -145,7 +155,7 @@ def main() -> int:
             "GATEWAY_UPSTREAM": f"http://127.0.0.1:{upstream_port}",
             "GATEWAY_SESSION_SECRET": "dnZ/js812RQDSb1Qdi0JioX6KnZx3KBKhqAh67NUdZQ=",
         }
-        if "redis" in stores:
+        if "redis" in store_names:
             redis_port = free_port()
             redis = subprocess.Popen(
                 ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
@@ -159,11 +169,11 @@ def main() -> int:
                 **base_env,
                 "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
                 "GATEWAY_LISTEN": f"127.0.0.1:{port}",
-                "GATEWAY_SESSION_STORE": store,
+                "GATEWAY_SESSION_STORE": targets[store][0],
             }
-            if store == "redis":
+            if targets[store][0] == "redis":
                 env["GATEWAY_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-            gateways[store] = start(["-m", "gateway"], env, ready="listening on")
+            gateways[store] = start(["-m", "gateway"], env, ready="listening on", cwd=targets[store][1])
             children.append(gateways[store])
             cookie = asyncio.run(sign_in(f"http://127.0.0.1:{port}"))
             headers[store] = ["Accept: text/html", f"Cookie: {cookie}"]
@@ -222,15 +232,15 @@ def main() -> int:
         return statistics.median(row[key] for row in rows)
 
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} alternating rounds, medians")
-    print(f"{'':26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'CPU s/1k':>10}")
+    print(f"{'':30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}{'CPU s/1k':>10}")
     direct_rps = median(direct, "rps")
     print(
-        f"{'direct to upstream':26}{direct_rps:>9.0f}{median(direct, 'p50_ms'):>9.2f}{median(direct, 'p99_ms'):>9.2f}"
+        f"{'direct to upstream':30}{direct_rps:>9.0f}{median(direct, 'p50_ms'):>9.2f}{median(direct, 'p99_ms'):>9.2f}"
     )
     for store in stores:
         rows = proxied[store]
         print(
-            f"{'gateway, ' + store + ' store':26}{median(rows, 'rps'):>9.0f}{median(rows, 'p50_ms'):>9.2f}"
+            f"{'gateway, ' + store + ' store':30}{median(rows, 'rps'):>9.0f}{median(rows, 'p50_ms'):>9.2f}"
             f"{median(rows, 'p99_ms'):>9.2f}{median(rows, 'rps') / direct_rps:>8.2f}"
             f"{statistics.median(cpu_per_1000[store]):>10.3f}"
         )
