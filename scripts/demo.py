@@ -79,6 +79,8 @@ def main() -> int:
                 "GATEWAY_PUBLIC_URL": f"http://localhost:{GATEWAY_PORT}",
                 "GATEWAY_LISTEN": f"127.0.0.1:{GATEWAY_PORT}",
                 "GATEWAY_SESSION_SECRET": secrets.token_urlsafe(32),
+                # dev_idp's machine client may call the app with its access token (README, API clients).
+                "GATEWAY_API_CLIENT_IDS": "reports-bot,gateway",
             }
             gateway, _ = start("gateway", ["-m", "gateway"], gateway_env, r"listening on")
             children.append(gateway)
@@ -88,6 +90,7 @@ def main() -> int:
                 "  Sign in as alice / alice-password (group admins)\n"
                 "          or bob   / bob-password   (no groups)\n"
                 "  or sign up: the confirmation code appears in dev_idp's log.\n"
+                "  API clients: dev_idp's reports-bot gets a Bearer token (README, API clients).\n"
                 "  Ctrl-C stops the demo.\n"
                 "================================================================\n",
                 flush=True,
