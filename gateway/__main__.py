@@ -15,6 +15,7 @@ from aiohttp import web
 from .access_log import AccessLogger
 from .app import create_app
 from .config import ConfigError, Settings
+from .session_cookies import MAX_COOKIE_HEADER
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -55,7 +56,8 @@ def main() -> int:
         )
 
     app.on_startup.append(announce)
-    web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger)
+    # The largest session the cookie codec writes must fit in one Cookie header line (aiohttp's default is 8 KiB).
+    web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger, max_field_size=MAX_COOKIE_HEADER)
     return 0
 
 

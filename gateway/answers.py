@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
@@ -35,15 +34,16 @@ def _challenge(request: web.Request, error: str | None = None, **params: str) ->
 def unauthorized(request: web.Request) -> web.Response:
     """401 for API clients: JSON, a WWW-Authenticate challenge, and where to sign in; never a redirect."""
     rd = request.raw_path if safe_redirect_path(request.raw_path) else "/"
-    body = {
-        "error": "unauthorized",
-        "message": "Sign-in required.",
-        "sign_in_url": str(URL("/oauth2/sign_in").with_query(rd=rd)),
-    }
-    response = web.Response(text=json.dumps(body), status=401, content_type="application/json")
-    response.headers["WWW-Authenticate"] = _challenge(request)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return error_response(
+        request,
+        401,
+        "Sign-in required",
+        "Sign-in required.",
+        code="unauthorized",
+        json_only=True,
+        extra={"sign_in_url": str(URL("/oauth2/sign_in").with_query(rd=rd))},
+        headers={"WWW-Authenticate": _challenge(request)},
+    )
 
 
 async def _access_answer(request: web.Request, outcome: GatewayError) -> web.StreamResponse:
@@ -93,7 +93,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         raise
     except Exception:
         # SECURITY: no stack trace or exception text reaches the client; the log has the details.
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, request.rel_url.raw_path[:300])
         return error_response(
             request, 500, "Something went wrong", "The gateway could not handle this request.", code="server_error"
         )

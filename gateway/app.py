@@ -3,6 +3,7 @@
 A request's path through the gateway, in order:
 
 1. ``answers.error_middleware`` turns every outcome and failure into one answer (page for browsers, JSON otherwise).
+   ``request_hygiene`` refuses absolute-form targets and bad Host headers before anything else.
 2. ``IdentityMiddleware`` decides the path's rule, resolves the identity (Bearer token or session cookie, refreshed
    when due) into ``request[IDENTITY]``, and raises NeedsSignIn / Forbidden / InsufficientScope when the rule says no.
 3. The route's handler: a gateway endpoint (``endpoints``, ``health``) or ``proxy.proxy``, which streams the request
@@ -28,20 +29,22 @@ from aiohttp import web
 from . import endpoints, health, proxy
 from .access import Policy
 from .answers import error_middleware
-from .appkeys import LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
+from .appkeys import HEADERS, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
 from .bearer import BearerTokens
 from .config import Settings
 from .errors import IdpUnavailable
+from .headers import HeaderPolicy
 from .identity_middleware import IdentityMiddleware
 from .login_state import LoginStates
 from .oidc import OidcClient
+from .request_hygiene import request_hygiene
 from .session_backends import CookieBackend, SessionBackend
 from .session_manager import SessionManager
 from .session_redis import RedisBackend
 
 log = logging.getLogger("gateway")
 
-PUBLIC, SIGNED_IN = Policy("public"), Policy("authenticated")
+SIGNED_IN = Policy("authenticated")
 
 
 def _idp_http() -> aiohttp.ClientSession:
@@ -105,13 +108,15 @@ async def _session_backend(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
     oidc = OidcClient(settings.provider, clock=clock)
-    sessions = SessionManager(_backend(settings, clock), settings.session, oidc=oidc, clock=clock)
+    sessions = SessionManager(
+        _backend(settings, clock), settings.session, oidc=oidc, audience=settings.provider.audience, clock=clock
+    )
     access = settings.access
     bearer = BearerTokens(oidc, access.api_client_ids) if access.api_client_ids else None
     # Each gateway endpoint's policy, by route name; None: it needs no identity at all.
     route_policies: dict[str, Policy | None] = {
         "callback": None,
-        "sign_in": PUBLIC,
+        "sign_in": None,
         "sign_out": None,
         "userinfo": SIGNED_IN,
         "healthz": None,
@@ -120,6 +125,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app = web.Application(
         middlewares=[
             error_middleware,
+            request_hygiene,
             IdentityMiddleware(
                 rules=access.rules,
                 sessions=sessions,
@@ -132,6 +138,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     )
     app[SETTINGS], app[OIDC], app[SESSIONS] = settings, oidc, sessions
     app[LOGINS] = LoginStates(settings.session, clock)
+    app[HEADERS] = HeaderPolicy(
+        cookie_names=settings.session.cookie_names,
+        pass_host_header=settings.upstream.pass_host_header,
+        pass_authorization=settings.upstream.pass_authorization,
+        strip=settings.upstream.strip_headers,
+    )
     app.on_response_prepare.append(sessions.write_cookies)
     app.cleanup_ctx.extend([_session_backend, _upstream_connection, _idp_connection])
     _routes(app.router, settings)

@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from .config import Settings
+from .headers import HeaderPolicy
 from .login_state import LoginStates
 from .oidc import OidcClient
 from .session_manager import SessionManager
@@ -15,3 +16,4 @@ OIDC = web.AppKey("oidc", OidcClient)
 SESSIONS = web.AppKey("sessions", SessionManager)
 LOGINS = web.AppKey("logins", LoginStates)
 UPSTREAM_HTTP = web.AppKey("upstream_http", aiohttp.ClientSession)
+HEADERS = web.AppKey("headers", HeaderPolicy)

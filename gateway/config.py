@@ -73,6 +73,11 @@ class ProviderSettings:
     def is_cognito(self) -> bool:
         return self.kind == "cognito"
 
+    @property
+    def audience(self) -> str:
+        """What a session is bound to: a sibling deployment sharing the secret but not the client cannot use it."""
+        return f"{self.issuer} {self.client_id}"
+
 
 @dataclasses.dataclass(frozen=True)
 class AccessSettings:
@@ -95,6 +100,12 @@ class SessionSettings:
     refresh_grace: int = 600  # on an IdP outage, keep a session this long past its tokens' expiry
     store: str = "cookie"  # "cookie" or "redis"
     redis_url: str | None = None
+    base_cookie_name: str = ""  # GATEWAY_COOKIE_NAME as given, when cookie_name carries the __Host- prefix
+
+    @property
+    def cookie_names(self) -> tuple[str, ...]:
+        """The session cookie's name, and the unprefixed one: no cookie of either name ever goes upstream."""
+        return tuple(dict.fromkeys(name for name in (self.cookie_name, self.base_cookie_name) if name))
 
     @property
     def touch_interval(self) -> int:
@@ -111,6 +122,8 @@ class UpstreamSettings:
     connect_timeout: float
     read_timeout: float
     pass_host_header: bool
+    pass_authorization: bool = False
+    strip_headers: tuple[str, ...] = ()  # GATEWAY_STRIP_HEADERS: names, or prefixes ending in *
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,11 +327,16 @@ class _Parser(EnvReader):
             self.problems.append(f"GATEWAY_COOKIE_SAMESITE: {samesite.lower()!r} is not lax, strict or none")
         elif samesite == "None" and not secure:
             self.problems.append("GATEWAY_COOKIE_SAMESITE: none needs secure cookies (an https GATEWAY_PUBLIC_URL)")
+        domain = self.raw("GATEWAY_COOKIE_DOMAIN")
+        # SECURITY: __Host- makes the browser refuse a cookie of this name set by a sibling subdomain or over http
+        # (cookie tossing): it must be Secure, Path=/ and have no Domain, which is what the gateway writes.
+        prefixed = https and secure and domain is None
         return {
-            "cookie_name": cookie_name,
+            "cookie_name": f"__Host-{cookie_name}" if prefixed else cookie_name,
+            "base_cookie_name": cookie_name,
             "secure": secure,
             "samesite": samesite,
-            "domain": self.raw("GATEWAY_COOKIE_DOMAIN"),
+            "domain": domain,
         }
 
     def session_store(self) -> dict[str, str | None]:
@@ -354,9 +372,14 @@ class _Parser(EnvReader):
         connect_timeout = self.duration("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5)
         read_timeout = self.duration("GATEWAY_UPSTREAM_TIMEOUT", 60)
         pass_host_header = self.boolean("GATEWAY_PASS_HOST_HEADER", True)
+        pass_authorization = self.boolean("GATEWAY_PASS_AUTHORIZATION", False)
+        strip = tuple(sorted(self.listed("GATEWAY_STRIP_HEADERS")))
+        bad = [name for name in strip if not re.fullmatch(r"[!#$%&'+.^_`|~0-9A-Za-z-]+\*?", name)]
+        if bad:
+            self.problems.append(f"GATEWAY_STRIP_HEADERS: {', '.join(map(repr, bad))} are not header names")
         if url is None:
             return None
-        return UpstreamSettings(url, connect_timeout, read_timeout, pass_host_header)
+        return UpstreamSettings(url, connect_timeout, read_timeout, pass_host_header, pass_authorization, strip)
 
     def listen(self) -> tuple[str, int]:
         raw = self.raw("GATEWAY_LISTEN") or "0.0.0.0:8000"

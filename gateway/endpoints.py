@@ -7,6 +7,7 @@ each is declared with its route in ``app.create_app``.
 from __future__ import annotations
 
 import logging
+from urllib.parse import unquote
 
 from aiohttp import web
 from yarl import URL
@@ -51,7 +52,14 @@ def _return_to(request: web.Request, *, default: str) -> str:
     if safe_redirect_path(rd) is None:
         log.warning("rejected rd %r", rd[:200])
         raise BadRequest("The rd parameter must be a path on this site, such as /reports?id=1.", code="invalid_rd")
-    return rd
+    return _not_our_endpoint(request, rd)
+
+
+def _not_our_endpoint(request: web.Request, target: str) -> str:
+    """``/`` instead of the callback, sign-in or sign-out: a sign-in must never end in a loop or a replayed callback."""
+    path = unquote(URL(target, encoded=True).path)
+    own = (request.app[SETTINGS].callback_path, "/oauth2/sign_in", "/oauth2/sign_out")
+    return "/" if path.rstrip("/") in own else target
 
 
 async def start_sign_in(request: web.Request, return_to: str) -> web.Response:
@@ -70,10 +78,9 @@ async def start_sign_in(request: web.Request, return_to: str) -> web.Response:
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    return_to = _return_to(request, default="/")
-    if request[IDENTITY] is not None:
-        return redirect(return_to)
-    return await start_sign_in(request, return_to)
+    """Always a fresh sign-in, even with a session: a session planted by someone else can always be replaced by
+    the user's own (the callback starts a new session, whatever the browser had)."""
+    return await start_sign_in(request, _return_to(request, default="/"))
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
@@ -108,7 +115,7 @@ async def _complete_sign_in(request: web.Request, attempt: LoginAttempt, code: s
     )
     # A new session (and new cookie) at every sign-in: nothing from before sign-in carries over (fixation).
     session = await request.app[SESSIONS].start(request, signed_in)
-    log.info("signed in %s (sub %s)", session.username, session.identity.sub)
+    log.info("signed in %r (sub %r)", session.username, session.identity.sub)
     return redirect(attempt.return_to)
 
 
@@ -142,7 +149,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     if session is not None:
         if session.refresh_token:
             await oidc.revoke(session.refresh_token)
-        log.info("signed out %s", session.username)
+        log.info("signed out %r", session.username)
     return response
 
 

@@ -1,21 +1,24 @@
-"""Header hygiene for proxied requests and responses: pure functions, no I/O.
+"""Header hygiene for proxied requests and responses: no I/O, and the rules computed once (``HeaderPolicy``).
 
-Inbound, three kinds of header never reach the upstream as the client sent them: hop-by-hop headers (and those named
-in ``Connection``), anything that is or normalises to an identity or forwarding header the gateway sets, and the
-gateway's own cookies. Then the gateway adds the identity it verified. Header names are compared after lower-casing
+Inbound, these never reach the upstream as the client sent them: hop-by-hop headers (and those named in
+``Connection``), anything that is or normalises to an identity or forwarding header of any well-known auth proxy
+(plus GATEWAY_STRIP_HEADERS), the client's own ``Authorization`` (unless it is the Bearer token the gateway
+verified, or GATEWAY_PASS_AUTHORIZATION), and the gateway's own cookies. Then the gateway adds the identity it
+verified. Outbound, a ``Set-Cookie`` for one of the gateway's cookies is dropped. Header names are compared after lower-casing
 and mapping ``_`` and ``.`` to ``-``, because many servers (gunicorn, PHP, Rails via CGI) fold ``X_Forwarded_User``
 into the same variable as ``X-Forwarded-User``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from urllib.parse import quote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .identity import Identity
-from .session_cookies import is_gateway_cookie
+from .session_cookies import cookie_pairs, is_gateway_cookie
 
 HOP_BY_HOP = frozenset(
     {
@@ -40,25 +43,57 @@ USER, EMAIL, GROUPS, PREFERRED_USERNAME = (
 )
 AMZN_IDENTITY = "X-Amzn-Oidc-Identity"
 CLIENT_ID, SCOPES = "X-Forwarded-Client-Id", "X-Forwarded-Scopes"  # for Bearer-token requests
-# SECURITY: names (normalised) and prefixes a client must never be able to send upstream: identity headers of
-# every scheme an upstream might have been written for, and forwarding headers that could spoof the client's origin.
-_STRIPPED_PREFIXES = ("x-forwarded-", "x-amzn-oidc-", "x-auth-request-", "x-original-", "x-pomerium-", "oidc-claim-")
+# SECURITY: names (normalised) and prefixes a client must never be able to send upstream: the identity headers of
+# every auth proxy an upstream might have been written for, and forwarding headers that could spoof the client's
+# origin. Who reads which (README, "Headers the upstream receives"):
+_STRIPPED_PREFIXES = (
+    "x-forwarded-",  # oauth2-proxy, Traefik forward-auth, Nextcloud, Rundeck (X-Forwarded-Roles)
+    "x-amzn-oidc-",  # AWS ALB authenticate-cognito/-oidc
+    "x-auth-request-",  # oauth2-proxy's auth_request mode
+    "x-original-",  # nginx auth_request (X-Original-URL / -Method)
+    "x-pomerium-",  # Pomerium (x-pomerium-jwt-assertion, x-pomerium-claim-*)
+    "oidc-",  # mod_auth_openidc (OIDC_CLAIM_*, OIDC_access_token)
+    "x-webauth-",  # Grafana auth proxy (X-WEBAUTH-USER, -EMAIL, -NAME, -ROLE, -GROUPS), Gitea/Forgejo
+    "remote-",  # Authelia / Authentik headers read by many apps (Remote-User, -Groups, -Email, -Name)
+    "x-remote-",  # Kubernetes authenticating proxy (X-Remote-User, -Group, -Extra-*), JupyterHub remote-user
+    "x-authentik-",  # Authentik proxy outpost
+    "x-vouch-",  # Vouch Proxy
+    "cf-access-",  # Cloudflare Access
+    "x-goog-authenticated-",  # Google IAP
+    "x-goog-iap-",
+    "x-ms-client-principal",  # Azure App Service authentication
+    "x-ms-token-",
+    "tailscale-user-",  # Tailscale serve
+    "x-ssl-client-",  # client-certificate identity set by TLS terminators
+    "ssl-client-",
+)
 _STRIPPED_NAMES = frozenset(
     {
         "forwarded",
         "x-real-ip",
-        "gap-auth",
+        "x-client-ip",
+        "gap-auth",  # oauth2-proxy's signed identity
         "gap-signature",
-        "remote-user",
-        "x-remote-user",
         "x-user",
         "x-email",
         "x-groups",
-        "x-client-ip",
+        "x-username",
+        "x-user-email",
+        "x-auth-user",
+        "x-auth-email",
+        "x-auth-username",
+        "x-auth-groups",
+        "x-proxy-remote-user",  # Superset / Flask-AppBuilder behind ProxyFix
+        "authuser",
+        "x-client-cert",
+        "x-client-verify",
         "expect",
     }
 )
-_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%,")
+_VALUE_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_LIST_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%,")
+
+log = logging.getLogger("gateway.headers")
 
 
 def normalise(name: str) -> str:
@@ -72,67 +107,100 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     return listed
 
 
-def _spoofable(key: str, cookie_key: str) -> bool:
-    """``key`` and ``cookie_key`` are normalised names."""
-    return key.startswith(_STRIPPED_PREFIXES) or key in _STRIPPED_NAMES or key.startswith(cookie_key)
+def header_value(value: str, *, in_list: bool = False) -> str:
+    """A claim as an ASCII header value that every reader decodes back to exactly the claim.
 
-
-def without_gateway_cookies(values: Iterable[str], cookie_prefix: str) -> str | None:
-    """The ``Cookie`` header(s) minus the gateway's cookies, each other pair left byte for byte as it came."""
-    kept = []
-    for value in values:
-        for pair in value.split(";"):
-            name = pair.split("=", 1)[0].strip()
-            if pair.strip() and not is_gateway_cookie(name, cookie_prefix):
-                kept.append(pair.strip())
-    return "; ".join(kept) or None
-
-
-def header_value(value: str, *, encode_commas: bool = False) -> str:
-    """Claims become ASCII header values: anything else (controls, CR/LF, non-ASCII, ``%``) is percent-encoded."""
-    # SECURITY: a claim with CR/LF must not split the header (injection); quote() encodes it instead.
-    return quote(value, safe=_HEADER_SAFE + " " + ("" if encode_commas else ","))
+    Controls, CR/LF, non-ASCII and ``%`` are percent-encoded; so are spaces at either end (an HTTP parser trims
+    them); in a list (X-Forwarded-Groups) commas and every space are encoded too, so a splitter that strips
+    whitespace cannot turn ``' admins'`` into ``admins``.
+    """
+    # SECURITY: a claim with CR/LF must not split the header (injection); a lone surrogate must not crash.
+    encoded = quote(value, safe=_LIST_SAFE if in_list else _VALUE_SAFE, errors="replace")
+    core = encoded.strip(" ")
+    if core == encoded:
+        return encoded
+    lead = len(encoded) - len(encoded.lstrip(" "))
+    return "%20" * lead + core + "%20" * (len(encoded) - len(core) - lead)
 
 
 def identity_headers(identity: Identity) -> list[tuple[str, str]]:
     headers = []
     if identity.via == "bearer":
         headers.append((CLIENT_ID, header_value(identity.client_id or "")))
-        headers.append((SCOPES, " ".join(header_value(s) for s in sorted(identity.scopes))))
+        headers.append((SCOPES, " ".join(header_value(s, in_list=True) for s in sorted(identity.scopes))))
     if identity.username is None:
         return headers  # SECURITY: a machine client is never presented as a user
     headers += [(USER, header_value(identity.username)), (AMZN_IDENTITY, header_value(identity.sub))]
     if identity.email and identity.email_verified:
         headers.append((EMAIL, header_value(identity.email)))
     if identity.groups:
-        # A comma inside a group name is encoded, so the list splits back into exactly the user's groups.
-        headers.append((GROUPS, ",".join(header_value(g, encode_commas=True) for g in identity.groups)))
+        # Each group is encoded so the list splits back into exactly the user's groups.
+        headers.append((GROUPS, ",".join(header_value(g, in_list=True) for g in identity.groups)))
     if identity.preferred_username:
         headers.append((PREFERRED_USERNAME, header_value(identity.preferred_username)))
     return headers
 
 
-def upstream_request_headers(
-    incoming: CIMultiDictProxy[str], *, cookie_prefix: str, pass_host_header: bool
-) -> CIMultiDict[str]:
-    """The client's headers as the upstream may see them, before identity and forwarding headers are added."""
-    dropped = HOP_BY_HOP | _connection_listed(incoming)
-    cookie_key = normalise(cookie_prefix)
-    outgoing: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
-        key = normalise(name)
-        if key in dropped or key == "cookie" or _spoofable(key, cookie_key):
-            continue
-        if key == "host" and not pass_host_header:
-            continue
-        outgoing.add(name, value)
-    cookies = without_gateway_cookies(incoming.getall("Cookie", []), cookie_prefix)
-    if cookies is not None:
-        outgoing["Cookie"] = cookies
-    return outgoing
+class HeaderPolicy:
+    """What crosses the gateway in each direction; built once from configuration, used on every request."""
 
+    def __init__(
+        self,
+        *,
+        cookie_names: Iterable[str],
+        pass_host_header: bool = True,
+        pass_authorization: bool = False,
+        strip: Iterable[str] = (),
+    ) -> None:
+        self._cookie_names = tuple(cookie_names)  # the session cookie's name (and its unprefixed form)
+        self._pass_host = pass_host_header
+        self._pass_authorization = pass_authorization
+        extra = [normalise(name) for name in strip]
+        self._prefixes = _STRIPPED_PREFIXES + tuple(n[:-1] for n in extra if n.endswith("*"))
+        self._names = _STRIPPED_NAMES | {n for n in extra if not n.endswith("*")}
+        self._cookie_keys = tuple(normalise(name) for name in self._cookie_names)
 
-def downstream_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones; Set-Cookie and Location pass untouched."""
-    dropped = HOP_BY_HOP | _connection_listed(upstream)
-    return CIMultiDict((name, value) for name, value in upstream.items() if normalise(name) not in dropped)
+    def is_gateway_cookie(self, name: str) -> bool:
+        return any(is_gateway_cookie(name, prefix) for prefix in self._cookie_names)
+
+    def _dropped(self, key: str, identity: Identity | None) -> bool:
+        """``key`` is a normalised name of a client header."""
+        if key.startswith(self._prefixes) or key in self._names or key.startswith(self._cookie_keys):
+            return True
+        if key == "authorization":
+            # SECURITY: a client's own credentials must not give the upstream a second identity (Basic, its own
+            # tokens); only the Bearer token the gateway verified goes on, or any with GATEWAY_PASS_AUTHORIZATION.
+            return not (self._pass_authorization or (identity is not None and identity.via == "bearer"))
+        return key == "host" and not self._pass_host
+
+    def upstream(self, incoming: CIMultiDictProxy[str], identity: Identity | None) -> CIMultiDict[str]:
+        """The client's headers as the upstream may see them, then the identity's headers."""
+        dropped = HOP_BY_HOP | _connection_listed(incoming)
+        outgoing: CIMultiDict[str] = CIMultiDict()
+        for name, value in incoming.items():
+            key = normalise(name)
+            if key not in dropped and key != "cookie" and not self._dropped(key, identity):
+                outgoing.add(name, value)
+        kept = [pair for name, pair in cookie_pairs(incoming.getall("Cookie", [])) if not self.is_gateway_cookie(name)]
+        if kept:
+            outgoing["Cookie"] = "; ".join(kept)
+        if identity is not None:
+            outgoing.extend(identity_headers(identity))
+        return outgoing
+
+    def downstream(self, upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+        """The upstream's response headers minus hop-by-hop ones and any Set-Cookie for the gateway's cookies."""
+        dropped = HOP_BY_HOP | _connection_listed(upstream)
+        outgoing: CIMultiDict[str] = CIMultiDict()
+        for name, value in upstream.items():
+            key = normalise(name)
+            if key in dropped:
+                continue
+            if key == "set-cookie" and self.is_gateway_cookie(value.split("=", 1)[0].strip()):
+                # SECURITY: the upstream must not set (or clear) the gateway's session or login cookies.
+                log.warning(
+                    "dropped the upstream's Set-Cookie for the gateway's cookie %r", value.split("=", 1)[0][:64]
+                )
+                continue
+            outgoing.add(name, value)
+        return outgoing

@@ -66,15 +66,23 @@ class Identity:
 IDENTITY = web.RequestKey[Identity | None]("identity")
 
 
+def _clean(text: str) -> str:
+    """A claim as well-formed Unicode: a lone surrogate (JSON allows ``\\udc80``) becomes U+FFFD, so that every
+    encoder downstream (headers, pages, JSON, logs) can write it."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if not text.isascii() else text
+
+
 def _text(value: Any) -> str | None:
-    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return _clean(str(value)) or None
 
 
 def _groups(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
-        return (value,)
+        return (_clean(value),)
     if isinstance(value, list | tuple):
-        return tuple(g for g in value if isinstance(g, str))
+        return tuple(_clean(g) for g in value if isinstance(g, str))
     return ()
 
 
@@ -85,7 +93,7 @@ def _verified(value: Any) -> bool:
 
 def user_from_claims(claims: Mapping[str, Any], names: ClaimNames) -> Identity:
     """A person's identity from ID-token claims (merged with userinfo where the token lacked some)."""
-    sub = str(claims["sub"])
+    sub = _clean(str(claims["sub"]))
     username = next((_text(claims.get(name)) for name in names.user if _text(claims.get(name))), None) or sub
     email = _text(claims.get(names.email))
     return Identity(

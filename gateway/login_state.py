@@ -22,7 +22,7 @@ from aiohttp import web
 
 from .config import SessionSettings
 from .crypto import LOGIN_PURPOSE, InvalidToken, Sealer
-from .session_cookies import CookieAttributes
+from .session_cookies import CookieAttributes, request_cookies, sent_once
 
 MAX_PENDING = 5
 _MAX_INSPECTED = 32  # login cookies looked at per request; any beyond are expired unread
@@ -63,9 +63,10 @@ class LoginStates:
     def remember(self, request: web.Request, response: web.StreamResponse, attempt: LoginAttempt) -> None:
         """Store ``attempt`` in its cookie and expire the oldest pending ones beyond the bound."""
         pending: list[tuple[float, str]] = []
-        names = [name for name in request.cookies if name.startswith(self._prefix)]
+        cookies = request_cookies(request)
+        names = [name for name in cookies if name.startswith(self._prefix)]
         for index, name in enumerate(names):
-            existing = self._open(request.cookies[name]) if index < _MAX_INSPECTED else None
+            existing = self._open(cookies[name]) if index < _MAX_INSPECTED else None
             if existing is None:
                 self._attributes.expire(response, name)
             else:
@@ -80,7 +81,8 @@ class LoginStates:
 
     def take(self, request: web.Request, state: str) -> LoginAttempt | None:
         """The attempt that ``state`` names; the caller then ``forget``s it, so a state is used once."""
-        raw = request.cookies.get(self.cookie_name(state))
+        name = self.cookie_name(state)
+        raw = request_cookies(request).get(name) if sent_once(request, name) else None
         attempt = self._open(raw) if raw is not None else None
         # SECURITY: the cookie must hold this very state (constant-time), not merely share a name hash with it.
         if attempt is None or not hmac.compare_digest(attempt.state.encode(), state.encode()):
@@ -89,11 +91,11 @@ class LoginStates:
 
     def forget(self, request: web.Request, response: web.StreamResponse, state: str) -> None:
         name = self.cookie_name(state)
-        if name in request.cookies:
+        if name in request_cookies(request):
             self._attributes.expire(response, name)
 
     def clear_all(self, request: web.Request, response: web.StreamResponse) -> None:
-        for name in request.cookies:
+        for name in request_cookies(request):
             if name.startswith(self._prefix):
                 self._attributes.expire(response, name)
 

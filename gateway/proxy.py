@@ -15,9 +15,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .appkeys import SETTINGS, UPSTREAM_HTTP
+from .appkeys import HEADERS, SETTINGS, UPSTREAM_HTTP
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
-from .headers import downstream_response_headers, identity_headers, upstream_request_headers
 from .identity import IDENTITY
 
 log = logging.getLogger("gateway.proxy")
@@ -34,14 +33,7 @@ def _upstream_request(request: web.Request) -> tuple[URL, CIMultiDict[str]]:
     if not raw_target.startswith("/"):
         raise BadRequest("The request target must be a path.", code="invalid_target")
     url = URL(str(settings.upstream.url).rstrip("/") + raw_target, encoded=True)
-    headers = upstream_request_headers(
-        request.headers,
-        cookie_prefix=settings.session.cookie_name,
-        pass_host_header=settings.upstream.pass_host_header,
-    )
-    identity = request[IDENTITY]
-    if identity is not None:
-        headers.extend(identity_headers(identity))
+    headers = request.app[HEADERS].upstream(request.headers, request[IDENTITY])
     headers["X-Forwarded-For"] = request.remote or ""
     headers["X-Forwarded-Proto"] = settings.public_url.scheme
     headers["X-Forwarded-Host"] = settings.public_url.raw_authority
@@ -58,7 +50,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             request.method, url, headers=headers, data=data, allow_redirects=False
         ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(downstream_response_headers(upstream.headers))
+            response.headers.extend(request.app[HEADERS].downstream(upstream.headers))
             await response.prepare(request)
             async for chunk in upstream.content.iter_chunked(CHUNK):
                 await response.write(chunk)
@@ -66,19 +58,24 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             return response
     except TimeoutError as exc:
         if response is None:
-            log.warning("upstream timed out: %s %s", request.method, request.path)
+            log.warning("upstream timed out: %s %s", request.method, request.rel_url.raw_path[:300])
             raise UpstreamTimeout() from exc
         raise _abort(request, "timed out mid-response") from exc
     except aiohttp.ClientError as exc:
         if response is None:
-            log.warning("upstream unavailable (%s): %s %s", exc.__class__.__name__, request.method, request.path)
+            log.warning(
+                "upstream unavailable (%s): %s %s",
+                exc.__class__.__name__,
+                request.method,
+                request.rel_url.raw_path[:300],
+            )
             raise UpstreamUnavailable() from exc
         raise _abort(request, f"failed mid-response ({exc.__class__.__name__})") from exc
 
 
 def _abort(request: web.Request, why: str) -> ConnectionResetError:
     """Headers are sent: the only honest signal left is to close the connection without finishing the body."""
-    log.warning("upstream %s: %s %s", why, request.method, request.path)
+    log.warning("upstream %s: %s %s", why, request.method, request.rel_url.raw_path[:300])
     if request.transport is not None:
         request.transport.close()
     return ConnectionResetError(why)

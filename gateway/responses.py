@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from html import escape
+from urllib.parse import quote
 
 from aiohttp import web
 from werkzeug.datastructures import MIMEAccept
@@ -90,14 +91,23 @@ def error_response(
     else:
         body = {"error": code, "message": message, **(extra or {})}
         response = web.Response(text=json.dumps(body), status=status, content_type="application/json")
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(PAGE_HEADERS)
     response.headers.update(headers or {})
     return response
 
 
+# Printable ASCII without the space: what a Location may hold as sent. "%" stays, so escapes are not doubled.
+_LOCATION_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+# SECURITY: the gateway's own pages and redirects carry codes, states and return paths: no MIME sniffing, no
+# caching, and no Referer that would hand them to the next site.
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
 def redirect(location: str) -> web.Response:
-    response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
-    return response
+    """A 302 whose Location is printable ASCII whatever it was built from (a decoded rd, a Unicode path)."""
+    # SECURITY: a raw space, control character or U+2028 in a Location splits or confuses the header downstream.
+    safe = quote(location, safe=_LOCATION_SAFE, errors="replace")
+    return web.Response(status=302, headers={"Location": safe, **PAGE_HEADERS})
 
 
 _SIGN_OUT_FORM = (

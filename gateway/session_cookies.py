@@ -1,11 +1,11 @@
 """The one place that knows the gateway's cookies: their names, their attributes, and how a value is chunked.
 
 A Cognito refresh token alone is about 1.75 KB, so an encrypted session approaches a browser's 4 KB cookie limit;
-the value is split across numbered cookies (``name``, ``name_1``, ``name_2``…) when it must be, and every
-``Set-Cookie`` stays under 4 KB. Login-state cookies (``name_login_…``) share the attributes, except SameSite,
+the value is split across two numbered cookies (``name``, ``name_1``) when it must be, and every ``Set-Cookie``
+stays under 4 KB. Login-state cookies (``name_login_…``) share the attributes, except SameSite,
 which must let the IdP's cross-site redirect back to the callback carry them.
 
-Cookies are read with aiohttp's parser (``request.cookies``) and written with ``response.set_cookie``. The
+Cookies are read with aiohttp's parser (``request_cookies``) and written with ``response.set_cookie``. The
 aiohttp-session storages are not used: they hold one Fernet key (no rotation), write one cookie (no chunks) and
 skip streamed responses, which are the three things this gateway needs.
 """
@@ -13,13 +13,19 @@ skip streamed responses, which are the three things this gateway needs.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 
 from aiohttp import web
 
 from .config import SessionSettings
 
 CHUNK_SIZE = 3800  # value bytes per cookie: with name and attributes, each Set-Cookie stays under 4096
-MAX_CHUNKS = 4
+# Two chunks keep the Cookie header under 8 KiB with room for the app's own cookies: nginx, Apache and aiohttp's
+# client refuse or silently drop longer ones. A bigger session needs the Redis store (a page says so).
+MAX_CHUNKS = 2
+CAPACITY = CHUNK_SIZE * MAX_CHUNKS
+# The gateway's own server accepts longer Cookie headers than it ever writes (aiohttp's default is 8 KiB).
+MAX_COOKIE_HEADER = 16 * 1024
 _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
@@ -66,6 +72,44 @@ class CookieAttributes:
         )
 
 
+def cookie_pairs(values: Iterable[str]) -> list[tuple[str, str]]:
+    """``(name, pair)`` for each ``name=value`` pair of the ``Cookie`` header(s), the pair byte for byte as sent."""
+    pairs = []
+    for value in values:
+        for pair in value.split(";"):
+            if pair.strip():
+                pairs.append((pair.split("=", 1)[0].strip(), pair.strip()))
+    return pairs
+
+
+COOKIES = web.RequestKey[Mapping[str, str]]("cookies")
+
+
+def request_cookies(request: web.Request) -> Mapping[str, str]:
+    """The request's cookies from every Cookie header (aiohttp's ``request.cookies`` reads only the first).
+
+    A client may split its cookies over several Cookie headers (aiohttp's client does for long ones; HTTP/2 allows
+    it); they are joined as RFC 9113 8.2.3 says and parsed by aiohttp, once per request.
+    """
+    values = request.headers.getall("Cookie", [])
+    if len(values) <= 1:
+        return request.cookies
+    cached = request.get(COOKIES)
+    if cached is None:
+        headers = request.headers.copy()
+        headers["Cookie"] = "; ".join(values)
+        cached = request[COOKIES] = request.clone(headers=headers).cookies
+    return cached
+
+
+def sent_once(request: web.Request, name: str) -> bool:
+    """Whether the request carries exactly one cookie called ``name``, over all its Cookie headers.
+
+    A parsed cookie mapping keeps one value per name; two cookies of one name (one tossed in by a sibling subdomain, or a second Cookie line) are ambiguous, so they count as none.
+    """
+    return sum(1 for found, _ in cookie_pairs(request.headers.getall("Cookie", [])) if found == name) == 1
+
+
 def is_gateway_cookie(name: str, prefix: str) -> bool:
     """Whether a cookie belongs to the gateway (session chunks and login state), so it never goes upstream."""
     return name == prefix or name.startswith(prefix + "_")
@@ -79,9 +123,14 @@ class SessionCookies:
         self.attributes = CookieAttributes.for_session(settings)
         self._names = [self.name if i == 0 else f"{self.name}_{i}" for i in range(MAX_CHUNKS)]
 
+    @staticmethod
+    def fits(value: str) -> bool:
+        return len(value) <= CAPACITY
+
     def read(self, request: web.Request) -> str | None:
-        cookies = request.cookies
-        if self.name not in cookies:
+        cookies = request_cookies(request)
+        # SECURITY: "first wins" or "last wins" would let a tossed cookie choose the session.
+        if self.name not in cookies or not sent_once(request, self.name):
             return None
         parts = []
         for name in self._names:
@@ -102,5 +151,5 @@ class SessionCookies:
 
     def clear(self, request: web.Request, response: web.StreamResponse, *, keep: int = 0) -> None:
         for name in self._names[keep:]:
-            if name in request.cookies:
+            if name in request_cookies(request):
                 self.attributes.expire(response, name)

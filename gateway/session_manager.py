@@ -28,7 +28,7 @@ from aiohttp import web
 from cachetools import TTLCache
 
 from .config import SessionSettings
-from .errors import GatewayError, IdpUnavailable, InvalidToken, RefreshBusy, TokenRejected
+from .errors import GatewayError, IdpUnavailable, InvalidToken, RefreshBusy, SignInFailed, TokenRejected
 from .oidc import OidcClient, SignedIn
 from .session_backends import SessionBackend
 from .session_cookies import SessionCookies
@@ -63,9 +63,11 @@ class SessionManager:
         settings: SessionSettings,
         *,
         oidc: OidcClient,
+        audience: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
+        self._audience = audience
         self.cookies = SessionCookies(settings)
         self._settings = settings
         self._oidc = oidc
@@ -79,6 +81,9 @@ class SessionManager:
         value = self.cookies.read(request)
         loaded = await self.backend.load(value) if value is not None else None
         if loaded is None:
+            return None
+        # SECURITY: a session minted for another issuer or client (a sibling deployment with the same secret).
+        if loaded.session.audience != self._audience:
             return None
         # SECURITY: lifetime and idle timeout are enforced here, on the server, not by the cookie's own Max-Age.
         if loaded.session.expired(
@@ -102,7 +107,7 @@ class SessionManager:
                 request[PENDING] = CLEAR
                 return None
             if outcome is TRANSIENT and now >= session.token_expires_at + self._settings.refresh_grace:
-                log.warning("session of %s ends: tokens expired and the IdP could not refresh them", session.username)
+                log.warning("session of %r ends: tokens expired and the IdP could not refresh them", session.username)
                 return None
             if isinstance(outcome, UserSession):
                 session, changed = outcome, True
@@ -125,8 +130,16 @@ class SessionManager:
             token_expires_at=signed_in.expires_at,
             last_seen=now,
             refresh_token=signed_in.refresh_token,
+            audience=self._audience,
         )
         session = await self.backend.persist(session)
+        if not self.cookies.fits(self.backend.cookie_value(session)):
+            log.warning("the session of %r does not fit in cookies; use the Redis store", session.username)
+            raise SignInFailed(
+                "Your account carries more information (such as group memberships) than fits in browser cookies. "
+                "The operator can switch this gateway to the Redis session store (GATEWAY_SESSION_STORE=redis).",
+                code="session_too_large",
+            )
         request[PENDING] = session
         return session
 
@@ -197,10 +210,10 @@ class SessionManager:
                     return latest  # another replica refreshed it while we waited for the lock
                 return await self._call_idp(latest)
         except RefreshBusy:
-            log.warning("refresh lock busy for %s; keeping the session for now", session.username)
+            log.warning("refresh lock busy for %r; keeping the session for now", session.username)
             return TRANSIENT
         except GatewayError as exc:
-            log.warning("refresh for %s not possible now: %s", session.username, exc.message)
+            log.warning("refresh for %r not possible now: %s", session.username, exc.message)
             return TRANSIENT
 
     async def _call_idp(self, session: UserSession) -> UserSession | _Outcome:
@@ -209,16 +222,16 @@ class SessionManager:
             signed_in = await self._oidc.refresh(session.refresh_token, sub=session.identity.sub)
         except TokenRejected as exc:
             if exc.error in FATAL_REFRESH_ERRORS:
-                log.info("refresh refused (%s): session of %s ends", exc.error, session.username)
+                log.info("refresh refused (%s): session of %r ends", exc.error, session.username)
                 await self.backend.delete(session)
                 return ENDED
-            log.warning("refresh for %s failed with %s; will retry", session.username, exc.error)
+            log.warning("refresh for %r failed with %s; will retry", session.username, exc.error)
             return TRANSIENT
         except IdpUnavailable:
-            log.warning("refresh for %s: the IdP is unreachable; keeping the session", session.username)
+            log.warning("refresh for %r: the IdP is unreachable; keeping the session", session.username)
             return TRANSIENT
         except InvalidToken as exc:
-            log.warning("refreshed tokens for %s rejected (%s): session ends", session.username, exc)
+            log.warning("refreshed tokens for %r rejected (%s): session ends", session.username, exc)
             await self.backend.delete(session)
             return ENDED
         refreshed = session.refreshed(
@@ -226,5 +239,5 @@ class SessionManager:
             token_expires_at=signed_in.expires_at,
             refresh_token=signed_in.refresh_token,
         )
-        log.info("refreshed the session of %s", session.username)
+        log.info("refreshed the session of %r", session.username)
         return await self.backend.persist(refreshed)

@@ -47,7 +47,7 @@ class RedisBackend:
         self._client = client or redis.from_url(
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15
         )
-        self._prefix = f"cognito-gateway:{settings.cookie_name}:"
+        self._prefix = f"cognito-gateway:{settings.base_cookie_name or settings.cookie_name}:"
         self._sealer = Sealer(settings.keys, SESSION_PURPOSE)
 
     def _session_key(self, digest: str) -> str:

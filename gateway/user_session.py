@@ -22,6 +22,7 @@ class UserSession:
     last_seen: int = 0  # the last request with this session, to within SessionSettings.touch_interval
     refresh_token: str | None = dataclasses.field(default=None, repr=False)
     session_id: str | None = dataclasses.field(default=None, repr=False)  # server-side stores only; never serialised
+    audience: str = ""  # the issuer and client id it was signed in with (ProviderSettings.audience)
 
     @property
     def username(self) -> str:
@@ -43,6 +44,7 @@ class UserSession:
             "exp": self.token_expires_at,
             "seen": self.last_seen,
             "rt": self.refresh_token,
+            "aud": self.audience,
         }
 
     @classmethod
@@ -68,6 +70,7 @@ class UserSession:
                 last_seen=int(data.get("seen") or data["created"]),
                 refresh_token=data.get("rt"),
                 session_id=session_id,
+                audience=str(data.get("aud") or ""),
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -104,10 +104,12 @@ class Stack:
 
 def forged_cookie(env: Mapping[str, str], session: UserSession, **overrides: str) -> dict[str, str]:
     """The cookies a gateway configured by ``env`` (with ``overrides``) would set for ``session``."""
-    settings = Settings.from_env({**env, **overrides}).session
+    settings = Settings.from_env({**env, **overrides})
+    if not session.audience:
+        session = dataclasses.replace(session, audience=settings.provider.audience)
     response = web.Response()
-    value = CookieBackend(settings).cookie_value(session)
-    SessionCookies(settings).write(make_mocked_request("GET", "/"), response, value, max_age=3600)
+    value = CookieBackend(settings.session).cookie_value(session)
+    SessionCookies(settings.session).write(make_mocked_request("GET", "/"), response, value, max_age=3600)
     return {name: morsel.value for name, morsel in response.cookies.items() if morsel.value}
 
 

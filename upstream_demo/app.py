@@ -130,4 +130,12 @@ def create_app() -> Flask:
         response.headers.add("Set-Cookie", "app_other=two; Path=/")
         return response
 
+    @app.get("/api/set-cookie")
+    def set_cookie() -> Response:
+        """Sets every cookie named in ``name`` (repeatable), for the test that the gateway drops its own names."""
+        response = jsonify(set=request.args.getlist("name"))
+        for name in request.args.getlist("name"):
+            response.headers.add("Set-Cookie", f"{name}=from-the-upstream; Path=/")
+        return response
+
     return app
