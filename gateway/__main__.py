@@ -12,6 +12,7 @@ import sys
 
 from aiohttp import web
 
+from . import tls
 from .access_log import AccessLogger
 from .app import create_app
 from .config import ConfigError, Settings
@@ -48,6 +49,11 @@ def main() -> int:
         return 1
     host, port = sock.getsockname()[:2]
     app = create_app(settings)
+    try:
+        ssl_context = tls.install(app, settings)  # None unless GATEWAY_TLS_CERT_FILE is set
+    except OSError as exc:
+        print(f"cognito-gateway: {exc}", file=sys.stderr)
+        return 1
 
     async def announce(_: web.Application) -> None:
         logging.getLogger("gateway").info(
@@ -55,7 +61,7 @@ def main() -> int:
         )
 
     app.on_startup.append(announce)
-    web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger)
+    web.run_app(app, sock=sock, ssl_context=ssl_context, print=None, access_log_class=AccessLogger)
     return 0
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from . import auth, health, proxy
+from . import auth, health, proxy, tls
 from .appkeys import IDP, LOGINS, PROVIDER, SESSIONS, SETTINGS, UPSTREAM_HTTP, VERIFIER
 from .config import Settings
 from .cookie_store import CookieSessionStore
@@ -71,7 +71,10 @@ async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     http = aiohttp.ClientSession(
         # SECURITY: the upstream's Set-Cookie goes to the browser that caused it, never into a shared jar.
         cookie_jar=aiohttp.DummyCookieJar(),
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+        # SECURITY: an https upstream is always verified, against GATEWAY_UPSTREAM_CA_FILE or the system CAs.
+        connector=aiohttp.TCPConnector(
+            limit=0, keepalive_timeout=30, ssl=tls.upstream_context(app[SETTINGS].tls.upstream_ca_file)
+        ),
         timeout=aiohttp.ClientTimeout(
             total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
         ),
