@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test image-test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Builds the Dockerfile on a local Debian base (cached), runs the image, `docker compose up` and a browser sign-in.
+# Starts dockerd when none answers (and stops it after). Needs docker.io, mmdebstrap, docker-compose, chromium.
+image-test: $(STAMP)
+	$(BIN)/pytest -m image tests/image
 
 format: $(STAMP)
 	$(BIN)/ruff format .
