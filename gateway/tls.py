@@ -144,7 +144,8 @@ class CertificateReloader:
             return False
         try:
             # A scratch context first: a failed load_cert_chain can leave a context with a certificate and a key
-            # that do not match, and the live one must keep serving the old pair meanwhile.
+            # that do not match, and the live one must keep serving the old pair meanwhile. (Files replaced again
+            # between the two loads can still fail the second; the next check, one interval later, repairs it.)
             load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), self.cert_file, self.key_file)
             load_pair(self.context, self.cert_file, self.key_file)
         except OSError as exc:  # ssl.SSLError is an OSError
