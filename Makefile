@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # panva's oidc-provider for the OIDC peer tests, installed from its lock file (tests/oidc_peer.py says why).
 PEER := tests/oidc_peer
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test image-test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 
 test: lint $(PEER)/node_modules
 	$(BIN)/pytest
+
+# Builds the Dockerfile on a local Debian base (cached), runs the image, `docker compose up` and a browser sign-in.
+# Starts dockerd when none answers (and stops it after). Needs docker.io, mmdebstrap, docker-compose, chromium.
+image-test: $(STAMP)
+	$(BIN)/pytest -m image tests/image
 
 format: $(STAMP)
 	$(BIN)/ruff format .

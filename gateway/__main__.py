@@ -12,6 +12,7 @@ import sys
 
 from aiohttp import web
 
+from . import tls
 from .access_log import AccessLogger
 from .app import create_app
 from .config import ConfigError, Settings
@@ -49,6 +50,11 @@ def main() -> int:
         return 1
     host, port = sock.getsockname()[:2]
     app = create_app(settings)
+    try:
+        ssl_context = tls.install(app, settings)  # None unless GATEWAY_TLS_CERT_FILE is set
+    except OSError as exc:
+        print(f"cognito-gateway: {exc}", file=sys.stderr)
+        return 1
 
     async def announce(_: web.Application) -> None:
         logging.getLogger("gateway").info(
@@ -57,7 +63,14 @@ def main() -> int:
 
     app.on_startup.append(announce)
     # The largest session the cookie codec writes must fit in one Cookie header line (aiohttp's default is 8 KiB).
-    web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger, max_field_size=MAX_COOKIE_HEADER)
+    web.run_app(
+        app,
+        sock=sock,
+        ssl_context=ssl_context,
+        print=None,
+        access_log_class=AccessLogger,
+        max_field_size=MAX_COOKIE_HEADER,
+    )
     return 0
 
 

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from . import endpoints, health, proxy
+from . import endpoints, health, proxy, tls
 from .access import Policy
 from .answers import error_middleware
 from .appkeys import HEADERS, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
@@ -58,7 +58,10 @@ def _upstream_http(settings: Settings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         # SECURITY: the upstream's Set-Cookie goes to the browser that caused it, never into a shared jar.
         cookie_jar=aiohttp.DummyCookieJar(),
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+        # SECURITY: an https upstream is always verified, against GATEWAY_UPSTREAM_CA_FILE or the system CAs.
+        connector=aiohttp.TCPConnector(
+            limit=0, keepalive_timeout=30, ssl=tls.upstream_context(settings.tls.upstream_ca_file)
+        ),
         timeout=aiohttp.ClientTimeout(
             total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
         ),

@@ -11,7 +11,9 @@ import base64
 import binascii
 import dataclasses
 import re
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TypeVar
 
 from yarl import URL
@@ -20,6 +22,7 @@ from .access import AccessRules, parse_paths, parse_rules
 from .env_reader import EnvReader
 from .identity import ClaimNames
 from .redirects import safe_redirect_path
+from .tls import pem_problems
 
 T = TypeVar("T")
 
@@ -127,6 +130,20 @@ class UpstreamSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class TlsSettings:
+    """TLS the gateway serves itself (both files set) and the CAs an https upstream is verified against."""
+
+    cert_file: Path | None = None  # GATEWAY_TLS_CERT_FILE: PEM chain, leaf first; reloaded when it changes
+    key_file: Path | None = None  # GATEWAY_TLS_KEY_FILE: its PEM private key, unencrypted
+    redirect_listen: tuple[str, int] | None = None  # GATEWAY_HTTP_REDIRECT_LISTEN: plain http, redirects only
+    upstream_ca_file: Path | None = None  # GATEWAY_UPSTREAM_CA_FILE: instead of the system CAs
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     public_url: URL
     listen_host: str
@@ -138,6 +155,7 @@ class Settings:
     session: SessionSettings
     upstream: UpstreamSettings
     access: AccessSettings
+    tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
 
     @property
     def redirect_uri(self) -> str:
@@ -152,6 +170,15 @@ class Settings:
 def _is_cognito_issuer(url: URL) -> bool:
     host = url.host or ""
     return host.startswith("cognito-idp.") and host.endswith(".amazonaws.com")
+
+
+def parse_host_port(raw: str) -> tuple[str, int] | None:
+    """``0.0.0.0:8080`` or ``[::]:8080`` to (host, port); None when it is not that."""
+    host, sep, port_text = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        return None
+    return host, int(port_text)
 
 
 def decode_session_key(raw: str) -> bytes:
@@ -186,6 +213,7 @@ class _Parser(EnvReader):
         upstream = self.upstream()
         access = self.access()
         host, port = self.listen()
+        tls = self.tls(public_url, port)
         callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
         if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
             self.problems.append(
@@ -212,6 +240,7 @@ class _Parser(EnvReader):
             session=session,
             upstream=upstream,
             access=access,
+            tls=tls,
         )
 
     def issuer(self) -> tuple[URL | None, bool]:
@@ -389,3 +418,37 @@ class _Parser(EnvReader):
             self.problems.append(f"GATEWAY_LISTEN: {raw!r} must be host:port, e.g. 0.0.0.0:8000")
             return "0.0.0.0", 8000
         return host, int(port_text)
+
+    def tls(self, public_url: URL | None, listen_port: int) -> TlsSettings:
+        cert, key = self.raw("GATEWAY_TLS_CERT_FILE"), self.raw("GATEWAY_TLS_KEY_FILE")
+        if cert is not None and key is None:
+            self.problems.append("GATEWAY_TLS_KEY_FILE: required when GATEWAY_TLS_CERT_FILE is set (https needs both)")
+        elif key is not None and cert is None:
+            self.problems.append("GATEWAY_TLS_CERT_FILE: required when GATEWAY_TLS_KEY_FILE is set (https needs both)")
+        elif cert is not None and key is not None:
+            # The same code that builds the server's context checks the files, so what passes here can be served.
+            self.problems.extend(pem_problems("GATEWAY_TLS_CERT_FILE", Path(cert), "GATEWAY_TLS_KEY_FILE", Path(key)))
+            if public_url is not None and public_url.scheme != "https":
+                self.problems.append("GATEWAY_PUBLIC_URL: must be https when the gateway serves TLS itself")
+        redirect = self.raw("GATEWAY_HTTP_REDIRECT_LISTEN")
+        redirect_listen = parse_host_port(redirect) if redirect is not None else None
+        if redirect is not None and redirect_listen is None:
+            self.problems.append(f"GATEWAY_HTTP_REDIRECT_LISTEN: {redirect!r} must be host:port, e.g. 0.0.0.0:8080")
+        elif redirect_listen is not None and cert is None:
+            self.problems.append("GATEWAY_HTTP_REDIRECT_LISTEN: redirects to https, so it needs GATEWAY_TLS_CERT_FILE")
+        elif redirect_listen is not None and redirect_listen[1] == listen_port != 0:
+            self.problems.append(f"GATEWAY_HTTP_REDIRECT_LISTEN: port {listen_port} is GATEWAY_LISTEN's")
+        ca = self.raw("GATEWAY_UPSTREAM_CA_FILE")
+        if ca is not None:
+            try:
+                ssl.create_default_context(cafile=ca)
+            except ssl.SSLError as exc:
+                self.problems.append(f"GATEWAY_UPSTREAM_CA_FILE: {ca!r} holds no PEM CA certificate ({exc.reason})")
+            except OSError as exc:
+                self.problems.append(f"GATEWAY_UPSTREAM_CA_FILE: {ca!r} cannot be read ({exc.strerror})")
+        return TlsSettings(
+            cert_file=Path(cert) if cert is not None else None,
+            key_file=Path(key) if key is not None else None,
+            redirect_listen=redirect_listen,
+            upstream_ca_file=Path(ca) if ca is not None else None,
+        )
