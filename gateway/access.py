@@ -1,15 +1,16 @@
 """Access rules: which identity may use which path. Pure: no I/O, no request objects.
 
-Grammar (GATEWAY_RULES, ``;``-separated ``PATH=POLICY``; GATEWAY_PUBLIC_PATHS, comma-separated paths):
+Grammar (GATEWAY_RULES, ``;``-separated ``[HOST]PATH=POLICY``; GATEWAY_PUBLIC_PATHS, comma-separated paths):
 - PATH ending in ``/`` is a prefix (and also matches itself without the slash: ``/admin/`` covers ``/admin``);
-  any other PATH is one exact path. The longest matching entry wins; an exact entry beats a prefix of equal length.
+  any other PATH is one exact path. An entry with a HOST (``grafana.example.com/``) applies to that Host only and
+  beats entries without one; then the longest path wins; an exact entry beats a prefix of equal length.
 - POLICY: ``public`` | ``authenticated`` | ``deny`` | ``group:NAME[|NAME…]`` | ``email-domain:DOMAIN[|DOMAIN…]`` |
   ``scope:SCOPE[|SCOPE…]``.
 - A path no entry matches gets the global policy: signed in, and (when set) in GATEWAY_ALLOWED_GROUPS and with a
   verified e-mail in GATEWAY_ALLOWED_EMAIL_DOMAINS. A per-path entry replaces the global policy on its paths.
 
-The rule is decided on every reading of the path an upstream might route on (``request_target``); readings that
-fall under different entries make the request ambiguous, and it is refused rather than guessed.
+The rule is decided on every reading of the path an upstream might route on (``path_table``); readings that fall
+under different entries make the request ambiguous, and it is refused rather than guessed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from .errors import BadRequest, Forbidden, InsufficientScope, NeedsSignIn
+from .errors import Forbidden, InsufficientScope, NeedsSignIn
 from .identity import Identity
-from .request_target import readings
+from .path_table import Entry, PathTable, split_target
 
 KINDS = ("public", "authenticated", "deny", "group", "email-domain", "scope")
 _WITH_VALUES = ("group", "email-domain", "scope")
@@ -68,37 +69,18 @@ class Policy:
             raise Forbidden("You are signed in, but your e-mail domain is not allowed here.")
 
 
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    path: str
-    policy: Policy
-
-    @property
-    def prefix(self) -> bool:
-        return self.path.endswith("/")
-
-    def matches(self, path: str) -> bool:
-        if not self.prefix:
-            return path == self.path
-        return path.startswith(self.path) or path == self.path[:-1]
-
-    @property
-    def weight(self) -> tuple[int, bool]:
-        return len(self.path.rstrip("/")), not self.prefix
-
-
-def parse_rules(text: str) -> tuple[Rule, ...]:
+def parse_rules(text: str) -> tuple[Entry[Policy], ...]:
     """GATEWAY_RULES; raises ValueError naming the bad entry."""
     rules = []
     for entry in (e.strip() for e in text.split(";")):
         if not entry:
             continue
-        path, sep, policy = entry.partition("=")
-        path = path.strip()
-        if not sep or not path.startswith("/"):
-            raise ValueError(f"{entry!r} is not PATH=POLICY with PATH starting with /")
+        target, sep, policy = entry.partition("=")
+        if not sep:
+            raise ValueError(f"{entry!r} is not [HOST]PATH=POLICY")
         try:
-            rules.append(Rule(path, Policy.parse(policy)))
+            host, path = split_target(target)
+            rules.append(Entry(path, Policy.parse(policy), host))
         except ValueError as exc:
             raise ValueError(f"{entry!r}: {exc}") from None
     return tuple(rules)
@@ -112,44 +94,22 @@ def parse_paths(text: str) -> tuple[str, ...]:
     return paths
 
 
-class AccessRules:
-    """The rule table, compiled once at startup; ``policy_for`` runs on every request."""
-
-    def __init__(self, rules: Iterable[Rule], *, default: Policy) -> None:
-        # Later entries override earlier ones for the same path (GATEWAY_RULES after GATEWAY_PUBLIC_PATHS).
-        by_path = {rule.path: rule for rule in rules}
-        self._rules = sorted(by_path.values(), key=lambda r: r.weight, reverse=True)
-        self._folded = sorted(
-            (dataclasses.replace(r, path=r.path.lower()) for r in by_path.values()),
-            key=lambda r: r.weight,
-            reverse=True,
-        )
-        self.default = default
+class AccessRules(PathTable[Policy]):
+    """The rule table: GATEWAY_PUBLIC_PATHS, then GATEWAY_RULES, over the global policy."""
 
     @classmethod
     def build(
         cls,
         *,
         public_paths: Iterable[str] = (),
-        rules: Iterable[Rule] = (),
+        rules: Iterable[Entry[Policy]] = (),
         allowed_groups: frozenset[str] = frozenset(),
         allowed_email_domains: frozenset[str] = frozenset(),
     ) -> AccessRules:
         default = Policy("authenticated", groups=allowed_groups, email_domains=allowed_email_domains)
-        public = [Rule(path, Policy("public")) for path in public_paths]
+        public = [Entry(path, Policy("public")) for path in public_paths]
         return cls([*public, *rules], default=default)
 
-    def _match(self, path: str, table: list[Rule]) -> Rule | None:
-        return next((rule for rule in table if rule.matches(path)), None)
-
-    def policy_for(self, raw_path: str) -> Policy:
-        """The policy of the one rule every reading of ``raw_path`` falls under; BadRequest when they differ."""
-        paths, fold_case = readings(raw_path)
-        matched = {self._match(path, self._rules) for path in paths}
-        if fold_case:
-            matched |= {self._match(path.lower(), self._folded) for path in paths}
-        policies = {rule.policy if rule is not None else self.default for rule in matched}
-        if len(policies) > 1:
-            # SECURITY: the upstream might route this target under another rule than the one we would check.
-            raise BadRequest("The request path is ambiguous; use its plain form.", code="ambiguous_path")
-        return policies.pop()
+    def policy_for(self, raw_path: str, host: str | None = None) -> Policy:
+        """The policy of the one rule every reading of ``raw_path`` (on ``host``) falls under."""
+        return self.lookup(raw_path, host)

@@ -48,7 +48,8 @@ def unauthorized(request: web.Request) -> web.Response:
 
 async def _access_answer(request: web.Request, outcome: GatewayError) -> web.StreamResponse:
     if isinstance(outcome, NeedsSignIn):
-        return await start_sign_in(request, request.raw_path) if is_navigation(request) else unauthorized(request)
+        navigation = outcome.redirect and is_navigation(request)
+        return await start_sign_in(request, request.raw_path) if navigation else unauthorized(request)
     if isinstance(outcome, InvalidBearer):
         challenge = _challenge(request, "invalid_token", error_description=outcome.message)
         return error_response(

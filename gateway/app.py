@@ -26,10 +26,10 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from . import endpoints, health, proxy, tls
+from . import endpoints, forward_auth, health, proxy, tls
 from .access import Policy
 from .answers import error_middleware
-from .appkeys import HEADERS, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
+from .appkeys import HEADERS, IDENTIFY, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
 from .bearer import BearerTokens
 from .config import Settings
 from .errors import IdpUnavailable
@@ -122,24 +122,19 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         "sign_in": None,
         "sign_out": None,
         "userinfo": SIGNED_IN,
+        "auth": None,  # forward-auth decides on the original request itself
         "healthz": None,
         "readyz": None,
     }
-    app = web.Application(
-        middlewares=[
-            error_middleware,
-            request_hygiene,
-            IdentityMiddleware(
-                rules=access.rules,
-                sessions=sessions,
-                bearer=bearer,
-                route_policies=route_policies,
-                skip_auth_preflight=access.skip_auth_preflight,
-            ),
-        ],
-        client_max_size=1024**2,
+    identify = IdentityMiddleware(
+        rules=access.rules,
+        sessions=sessions,
+        bearer=bearer,
+        route_policies=route_policies,
+        skip_auth_preflight=access.skip_auth_preflight,
     )
-    app[SETTINGS], app[OIDC], app[SESSIONS] = settings, oidc, sessions
+    app = web.Application(middlewares=[error_middleware, request_hygiene, identify], client_max_size=1024**2)
+    app[SETTINGS], app[OIDC], app[SESSIONS], app[IDENTIFY] = settings, oidc, sessions, identify
     app[LOGINS] = LoginStates(settings.session, clock)
     app[HEADERS] = HeaderPolicy(
         cookie_names=settings.session.cookie_names,
@@ -158,6 +153,7 @@ def _routes(router: web.UrlDispatcher, settings: Settings) -> None:
     router.add_get("/oauth2/sign_in", endpoints.sign_in, name="sign_in")
     router.add_route("*", "/oauth2/sign_out", endpoints.sign_out, name="sign_out")
     router.add_get("/oauth2/userinfo", endpoints.userinfo, name="userinfo")
+    router.add_get("/oauth2/auth", forward_auth.auth, name="auth")
     router.add_get("/oauth2/healthz", health.healthz, name="healthz")
     router.add_get("/oauth2/readyz", health.readyz, name="readyz")
     router.add_route("*", "/{tail:.*}", proxy.proxy, name="proxy")

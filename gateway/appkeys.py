@@ -7,6 +7,7 @@ from aiohttp import web
 
 from .config import Settings
 from .headers import HeaderPolicy
+from .identity_middleware import IdentityMiddleware
 from .login_state import LoginStates
 from .oidc import OidcClient
 from .session_manager import SessionManager
@@ -17,3 +18,4 @@ SESSIONS = web.AppKey("sessions", SessionManager)
 LOGINS = web.AppKey("logins", LoginStates)
 UPSTREAM_HTTP = web.AppKey("upstream_http", aiohttp.ClientSession)
 HEADERS = web.AppKey("headers", HeaderPolicy)
+IDENTIFY = web.AppKey("identify", IdentityMiddleware)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import ipaddress
 import re
 import ssl
 from collections.abc import Mapping
@@ -87,6 +88,18 @@ class AccessSettings:
     rules: AccessRules
     api_client_ids: frozenset[str] = frozenset()  # empty: Bearer tokens are not accepted
     skip_auth_preflight: bool = False
+    # GATEWAY_TRUSTED_PROXIES: peers whose X-Forwarded-* (forward-auth, X-Forwarded-For) are believed
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    set_xauthrequest: bool = True  # GATEWAY_SET_XAUTHREQUEST: X-Auth-Request-* on /oauth2/auth's 202
+
+    def trusts(self, peer: str | None) -> bool:
+        if not peer or not self.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +178,17 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         return _Parser(environ).settings()
+
+
+def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``10.0.0.0/8, 127.0.0.1`` (a bare address is a /32 or /128)."""
+    networks = []
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an address or CIDR range") from None
+    return tuple(networks)
 
 
 def _is_cognito_issuer(url: URL) -> bool:
@@ -328,6 +352,8 @@ class _Parser(EnvReader):
             rules=table,
             api_client_ids=self.listed("GATEWAY_API_CLIENT_IDS"),
             skip_auth_preflight=self.boolean("GATEWAY_SKIP_AUTH_PREFLIGHT", False),
+            trusted_proxies=self.parsed("GATEWAY_TRUSTED_PROXIES", parse_networks, ()),
+            set_xauthrequest=self.boolean("GATEWAY_SET_XAUTHREQUEST", True),
         )
 
     def session_keys(self) -> tuple[bytes, ...] | None:

@@ -46,13 +46,26 @@ def _single(request: web.Request, name: str) -> str | None:
 
 
 def _return_to(request: web.Request, *, default: str) -> str:
-    rd = _single(request, "rd")
+    # X-Auth-Request-Redirect: what nginx sets for a sign-in it starts with error_page (oauth2-proxy's name).
+    rd = _single(request, "rd") or request.headers.get("X-Auth-Request-Redirect")
     if rd is None or rd == "":
         return default
+    rd = _same_origin_path(request, rd)
     if safe_redirect_path(rd) is None:
         log.warning("rejected rd %r", rd[:200])
         raise BadRequest("The rd parameter must be a path on this site, such as /reports?id=1.", code="invalid_rd")
     return _not_our_endpoint(request, rd)
+
+
+def _same_origin_path(request: web.Request, rd: str) -> str:
+    """An absolute ``rd`` on the public URL's own origin (``{scheme}://{host}{uri}``, as front proxies build it) is
+    its path; any other absolute URL stays as it is and is refused by the path check."""
+    if rd.startswith("/"):
+        return rd
+    target, public = URL(rd, encoded=True), request.app[SETTINGS].public_url
+    if target.is_absolute() and target.origin() == public.origin():
+        return target.raw_path_qs
+    return rd
 
 
 def _not_our_endpoint(request: web.Request, target: str) -> str:

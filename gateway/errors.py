@@ -97,8 +97,10 @@ class NeedsSignIn(AccessOutcome):
     status = 401
     title = "Sign-in required"
 
-    def __init__(self) -> None:
+    def __init__(self, *, redirect: bool = True) -> None:
+        """``redirect=False``: always a 401, never a redirect (forward-auth: nginx accepts only 2xx, 401, 403)."""
         super().__init__("Sign-in required.", code="unauthorized")
+        self.redirect = redirect
 
 
 class InvalidBearer(AccessOutcome):

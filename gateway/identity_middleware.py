@@ -15,20 +15,21 @@ from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import CIMultiDictProxy
 
 from .access import AccessRules, Policy
 from .bearer import BearerTokens
 from .errors import InvalidBearer, StoreUnavailable
 from .identity import IDENTITY, Identity
-from .session_manager import SessionManager
+from .path_table import request_host
+from .session_manager import SESSION, SessionManager
 
 PUBLIC = Policy("public")
 
 
-def is_preflight(request: web.Request) -> bool:
+def is_preflight(method: str, headers: CIMultiDictProxy[str]) -> bool:
     """A CORS preflight: OPTIONS with Origin and Access-Control-Request-Method (browsers send no cookies)."""
-    headers = request.headers
-    return request.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
+    return method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
 
 class IdentityMiddleware:
@@ -53,25 +54,33 @@ class IdentityMiddleware:
         self._skip_auth_preflight = skip_auth_preflight
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        policy = self._policy_of(request)
-        identity = None
-        if policy is not None:
-            if policy.kind == "deny":
-                policy.check(None)
-            identity = await self._resolve(request, policy)
-        request[IDENTITY] = identity  # before the check: the 403 page says who was refused
-        if policy is not None:
-            policy.check(identity)
-        return await handler(request)
-
-    def _policy_of(self, request: web.Request) -> Policy | None:
         name = request.match_info.route.name
         if name is not None and name in self._route_policies:
-            return self._route_policies[name]
-        policy = self._rules.policy_for(request.raw_path.partition("?")[0])
-        if self._skip_auth_preflight and policy.kind != "deny" and is_preflight(request):
+            policy = self._route_policies[name]
+        else:
+            policy = self.policy_for(request.raw_path, request.method, request.headers)
+        if policy is None:
+            request[IDENTITY] = None
+        else:
+            await self.decide(request, policy)
+        return await handler(request)
+
+    def policy_for(self, raw_target: str, method: str, headers: CIMultiDictProxy[str]) -> Policy:
+        """The rule of a request (the proxied one, or the original one a front proxy asks about)."""
+        host = request_host(headers.get("Host")) if self._rules.has_hosts else None
+        policy = self._rules.policy_for(raw_target.partition("?")[0], host)
+        if self._skip_auth_preflight and policy.kind != "deny" and is_preflight(method, headers):
             return PUBLIC
         return policy
+
+    async def decide(self, request: web.Request, policy: Policy) -> Identity | None:
+        """Resolve the identity into ``request[IDENTITY]`` and apply ``policy``; raises the outcome when it says no."""
+        if policy.kind == "deny":
+            policy.check(None)
+        identity = await self._resolve(request, policy)
+        request[IDENTITY] = identity  # before the check: the 403 page says who was refused
+        policy.check(identity)
+        return identity
 
     async def _resolve(self, request: web.Request, policy: Policy) -> Identity | None:
         try:
@@ -83,4 +92,7 @@ class IdentityMiddleware:
             if policy.kind == "public":
                 return None
             raise
-        return session.identity if session is not None else None
+        if session is None:
+            return None
+        request[SESSION] = session
+        return session.identity

@@ -34,10 +34,20 @@ def _upstream_request(request: web.Request) -> tuple[URL, CIMultiDict[str]]:
         raise BadRequest("The request target must be a path.", code="invalid_target")
     url = URL(str(settings.upstream.url).rstrip("/") + raw_target, encoded=True)
     headers = request.app[HEADERS].upstream(request.headers, request[IDENTITY])
-    headers["X-Forwarded-For"] = request.remote or ""
+    headers["X-Forwarded-For"] = _forwarded_for(request)
     headers["X-Forwarded-Proto"] = settings.public_url.scheme
     headers["X-Forwarded-Host"] = settings.public_url.raw_authority
     return url, headers
+
+
+def _forwarded_for(request: web.Request) -> str:
+    """The client's address; behind a trusted proxy, the chain it sent with the proxy's own address appended."""
+    peer = request.remote or ""
+    # SECURITY: a client's own X-Forwarded-For is believed only from GATEWAY_TRUSTED_PROXIES (no spoofed origins).
+    if request.app[SETTINGS].access.trusts(peer):
+        sent = ", ".join(v.strip() for v in request.headers.getall("X-Forwarded-For", []) if v.strip())
+        return f"{sent}, {peer}" if sent else peer
+    return peer
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:

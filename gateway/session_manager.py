@@ -54,6 +54,7 @@ TRANSIENT: Final = _Outcome("transient")  # the IdP could not be asked: keep the
 CLEAR: Final = _Outcome("clear")  # the response must expire the session cookies
 
 PENDING = web.RequestKey("pending_session", object)  # a UserSession to write, or CLEAR
+SESSION = web.RequestKey("session", UserSession)  # the request's session, when its identity came from one
 
 
 class SessionManager:

@@ -80,16 +80,18 @@ class Stack:
         gateway_env: Mapping[str, str] | None = None,
         idp_args: tuple[str, ...] = (),
         extra_users: list[dict] | None = None,
+        public_url: str | None = None,
     ) -> Stack:
+        """``public_url``: where browsers reach the gateway when something (nginx, Caddy) stands in front."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        users = write_json(tmp / "users.json", directory_for(url, extra_users=extra_users))
+        users = write_json(tmp / "users.json", directory_for(public_url or url, extra_users=extra_users))
         idp = start_dev_idp("--users", str(users), *idp_args)
         upstream, upstream_url = start_upstream()
         env = {
             **idp.env,
             "GATEWAY_UPSTREAM": upstream_url,
-            "GATEWAY_PUBLIC_URL": url,
+            "GATEWAY_PUBLIC_URL": public_url or url,
             "GATEWAY_LISTEN": f"127.0.0.1:{port}",
             "GATEWAY_SESSION_SECRET": SESSION_SECRET,
             **(gateway_env or {}),

@@ -1,0 +1,79 @@
+"""``GET /oauth2/auth``: the yes/no a front proxy asks for (nginx ``auth_request``, Caddy ``forward_auth``, Traefik
+``ForwardAuth``), in oauth2-proxy's terms: 202 with ``X-Auth-Request-*`` identity headers, 401 without an identity,
+403 when the rules refuse.
+
+The decision is made on the *original* request, which the front proxy describes in ``X-Forwarded-Uri``,
+``-Method``, ``-Host`` (Caddy, Traefik) or ``X-Original-URL`` / ``-Method`` (nginx). Those headers are believed only
+from GATEWAY_TRUSTED_PROXIES; from anyone else they are ignored and the global rule applies, as if the path matched
+no rule, so a client cannot name a public path to get a yes for a protected one. ``?allowed_groups=`` and
+``?allowed_email_domains=`` narrow the decision per location, as oauth2-proxy's do.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .access import Policy
+from .appkeys import IDENTIFY, SETTINGS
+from .errors import BadRequest, NeedsSignIn
+from .headers import header_value
+from .identity import Identity
+
+
+def _original(request: web.Request) -> tuple[str, str, CIMultiDictProxy[str]]:
+    """The method, target and headers (with the original Host) of the request being decided on."""
+    headers = request.headers
+    url = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URL") or headers.get("X-Original-URI") or "/"
+    method = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
+    target = URL(url, encoded=True)
+    host = headers.get("X-Forwarded-Host") or target.raw_authority or headers.get("Host", "")
+    raw_path = target.raw_path + (f"?{target.raw_query_string}" if target.raw_query_string else "")
+    if not raw_path.startswith("/"):
+        raise BadRequest("The original request's URI must be a path.", code="invalid_target")
+    original = CIMultiDict(headers)
+    original["Host"] = host
+    return method.upper(), raw_path, CIMultiDictProxy(original)
+
+
+def _narrowing(request: web.Request) -> Policy | None:
+    groups = frozenset(g.strip() for g in request.query.get("allowed_groups", "").split(",") if g.strip())
+    domains = request.query.get("allowed_email_domains", "").split(",")
+    email_domains = frozenset(d.strip().lower().lstrip("@") for d in domains if d.strip())
+    if not groups and not email_domains:
+        return None
+    return Policy("authenticated", groups=groups, email_domains=email_domains)
+
+
+def auth_request_headers(identity: Identity) -> dict[str, str]:
+    """oauth2-proxy's names, for the front proxy to copy onto the request it forwards."""
+    headers = {"X-Auth-Request-User": header_value(identity.username or identity.client_id or identity.sub)}
+    if identity.email and identity.email_verified:
+        headers["X-Auth-Request-Email"] = header_value(identity.email)
+    if identity.groups:
+        headers["X-Auth-Request-Groups"] = ",".join(header_value(g, in_list=True) for g in identity.groups)
+    if identity.preferred_username:
+        headers["X-Auth-Request-Preferred-Username"] = header_value(identity.preferred_username)
+    return headers
+
+
+async def auth(request: web.Request) -> web.Response:
+    settings, identify = request.app[SETTINGS], request.app[IDENTIFY]
+    # SECURITY: the description of the original request is believed only from the configured front proxies.
+    if settings.access.trusts(request.remote):
+        method, target, headers = _original(request)
+        policy = identify.policy_for(target, method, headers)
+    else:
+        policy = settings.access.rules.default
+    narrowing = _narrowing(request)
+    try:
+        identity = await identify.decide(request, policy)
+        if narrowing is not None:
+            narrowing.check(identity)
+    except NeedsSignIn:
+        raise NeedsSignIn(redirect=False) from None  # nginx's auth_request takes only 2xx, 401 and 403
+    response = web.Response(status=202, headers={"Cache-Control": "no-store"})
+    if identity is not None and settings.access.set_xauthrequest:
+        response.headers.update(auth_request_headers(identity))
+    return response
