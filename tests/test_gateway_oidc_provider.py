@@ -113,10 +113,14 @@ def gateway(peer: OidcPeer, ports: dict[str, int], upstream: str) -> Iterator[Ga
     running.stop()
 
 
-@pytest.fixture
-async def metadata(peer: OidcPeer) -> dict[str, Any]:
+async def discovery(peer: OidcPeer) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http, http.get(peer.discovery_url) as response:
         return await response.json()
+
+
+@pytest.fixture
+async def metadata(peer: OidcPeer) -> dict[str, Any]:
+    return await discovery(peer)
 
 
 # The browser ----------------------------------------------------------------------------------------------------
@@ -262,8 +266,12 @@ async def test_bob_has_no_groups_claim_and_gets_no_groups_header(
 async def test_with_the_default_claims_the_user_is_the_sub(
     peer: OidcPeer, ports: dict[str, int], upstream: str
 ) -> None:
-    """GATEWAY_USER_CLAIM defaults to cognito:username then sub, GATEWAY_GROUPS_CLAIM to cognito:groups."""
-    defaults = launch(gateway_env(peer, ports["defaults"], upstream))
+    """GATEWAY_USER_CLAIM defaults to cognito:username then sub, GATEWAY_GROUPS_CLAIM to cognito:groups, and
+    GATEWAY_PROVIDER to oidc for an issuer that is not a Cognito pool."""
+    env = gateway_env(peer, ports["defaults"], upstream)
+    del env["GATEWAY_PROVIDER"]
+    assert Settings.from_env(env).provider.kind == "oidc"
+    defaults = launch(env)
     try:
         async with new_browser() as browser:
             signed_in = await sign_in(browser, defaults)
@@ -274,6 +282,27 @@ async def test_with_the_default_claims_the_user_is_the_sub(
     assert headers["X-Forwarded-Email"] == "alice@example.com"
     assert headers["X-Forwarded-Preferred-Username"] == "alice"
     assert "X-Forwarded-Groups" not in headers, "the provider has no cognito:groups"
+
+
+async def test_claims_the_id_token_has_need_no_userinfo_call(upstream: str) -> None:
+    """With conformIdTokenClaims off the provider puts email, groups and preferred_username in the ID token too."""
+    port = free_port()
+    generous = start_peer({"generous": port}, conform_id_token_claims=False)
+    env = gateway_env(generous, port, upstream, GATEWAY_USER_CLAIM="preferred_username", GATEWAY_GROUPS_CLAIM="groups")
+    gateway = launch(env)
+    try:
+        async with new_browser() as browser:
+            signed_in = await sign_in(browser, gateway)
+            headers = dict((await signed_in.landed.json())["headers"])
+        assert (headers["X-Forwarded-User"], headers["X-Forwarded-Groups"]) == ("alice", "admins")
+        assert headers["X-Forwarded-Email"] == "alice@example.com"
+        assert generous.events("grant authorization_code") == 1
+        await asyncio.sleep(0.2)
+        userinfo_url = (await discovery(generous))["userinfo_endpoint"]
+        assert generous.requests("GET", userinfo_url) == [], "nothing was missing: no userinfo call"
+    finally:
+        gateway.stop()
+        generous.stop()
 
 
 # Sign-out ---------------------------------------------------------------------------------------------------------
@@ -335,8 +364,7 @@ async def test_refresh_fills_identity_from_userinfo_and_keeps_the_rotated_refres
 
 
 async def _refresh_twice(peer: OidcPeer, gateway: Gateway) -> None:
-    async with aiohttp.ClientSession() as http, http.get(peer.discovery_url) as response:
-        userinfo_url = (await response.json())["userinfo_endpoint"]
+    userinfo_url = (await discovery(peer))["userinfo_endpoint"]
     userinfo_calls = lambda: len(peer.requests("GET", userinfo_url))  # noqa: E731
     refreshes = lambda: peer.events("grant refresh_token")  # noqa: E731
     async with new_browser() as browser:
