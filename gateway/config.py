@@ -322,7 +322,9 @@ class _Parser(EnvReader):
         if issuer_url is None or client_id is None:
             return None
         return ProviderSettings(
-            issuer=str(issuer_url).rstrip("/"),
+            # SECURITY: OIDC Core 3.1.3.7 step 2: iss must match the issuer exactly, so a generic provider's issuer
+            # is kept as written (Auth0's ends in "/"); Cognito's never does, so a stray "/" there is dropped.
+            issuer=str(issuer_url).rstrip("/") if kind == "cognito" else str(issuer_url),
             domain=str(domain_url.with_path("")) if domain_url is not None else None,
             client_id=client_id,
             client_secret=Secret(secret) if secret is not None else None,

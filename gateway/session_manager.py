@@ -3,10 +3,10 @@
 Expiry. The absolute lifetime (GATEWAY_SESSION_LIFETIME) and the idle timeout are checked here, on the server, for
 every backend: a replayed cookie that is itself still valid is refused once either has passed.
 
-Refresh. When a session's tokens expire within GATEWAY_REFRESH_BEFORE, the next request refreshes them at the
-token endpoint with the refresh token; the user notices nothing. Concurrent requests on one session share a single
-refresh (one task per session in this process, plus the backend's lock across replicas), and all of them go on with
-the new tokens. Only ``invalid_grant`` / ``invalid_client`` end a session (the user was disabled, signed out
+Refresh. When a session's tokens expire within GATEWAY_REFRESH_BEFORE (or within half their lifetime, if that is
+shorter), the next request refreshes them at the token endpoint with the refresh token; the user notices nothing.
+Concurrent requests on one session share a single refresh (one task per session in this process, plus the backend's
+lock across replicas), and all of them go on with the new tokens. Only ``invalid_grant`` / ``invalid_client`` end a session (the user was disabled, signed out
 globally, or the token revoked); a network error or a 5xx keeps the session until GATEWAY_REFRESH_GRACE past its
 tokens' expiry, so an IdP blip signs nobody out.
 
@@ -129,6 +129,7 @@ class SessionManager:
             created_at=now,
             auth_time=signed_in.auth_time,
             token_expires_at=signed_in.expires_at,
+            token_lifetime=max(0, signed_in.expires_at - now),
             last_seen=now,
             refresh_token=signed_in.refresh_token,
             audience=self._audience,
@@ -199,7 +200,13 @@ class SessionManager:
                 self._refreshed[key] = result
 
     def _due(self, session: UserSession) -> bool:
-        return self._clock() >= session.token_expires_at - self._settings.refresh_before
+        # Tokens that live no longer than GATEWAY_REFRESH_BEFORE (5 minutes, Keycloak's default and Cognito's
+        # shortest, against a default of 300 s) would be due again as soon as they are refreshed, so every request
+        # would refresh: they are refreshed halfway through their life instead.
+        margin = self._settings.refresh_before
+        if session.token_lifetime:
+            margin = min(margin, session.token_lifetime // 2)
+        return self._clock() >= session.token_expires_at - margin
 
     async def _refresh_once(self, session: UserSession) -> UserSession | _Outcome:
         try:
@@ -239,6 +246,7 @@ class SessionManager:
             signed_in.identity or session.identity,
             token_expires_at=signed_in.expires_at,
             refresh_token=signed_in.refresh_token,
+            token_lifetime=max(0, signed_in.expires_at - int(self._clock())),
         )
         log.info("refreshed the session of %r", session.username)
         return await self.backend.persist(refreshed)

@@ -19,6 +19,7 @@ class UserSession:
     created_at: int  # when the gateway session began (the absolute lifetime counts from here)
     auth_time: int  # when the user last typed a password at the IdP
     token_expires_at: int  # the ID/access tokens' exp at the last sign-in or refresh
+    token_lifetime: int = 0  # how long those tokens were valid when issued; 0: not known (an older cookie)
     last_seen: int = 0  # the last request with this session, to within SessionSettings.touch_interval
     refresh_token: str | None = dataclasses.field(default=None, repr=False)
     session_id: str | None = dataclasses.field(default=None, repr=False)  # server-side stores only; never serialised
@@ -42,6 +43,7 @@ class UserSession:
             "created": self.created_at,
             "auth_time": self.auth_time,
             "exp": self.token_expires_at,
+            "lt": self.token_lifetime,
             "seen": self.last_seen,
             "rt": self.refresh_token,
             "aud": self.audience,
@@ -67,6 +69,7 @@ class UserSession:
                 created_at=int(data["created"]),
                 auth_time=int(data["auth_time"]),
                 token_expires_at=int(data["exp"]),
+                token_lifetime=int(data.get("lt") or 0),
                 last_seen=int(data.get("seen") or data["created"]),
                 refresh_token=data.get("rt"),
                 session_id=session_id,
@@ -75,12 +78,15 @@ class UserSession:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def refreshed(self, identity: Identity, *, token_expires_at: int, refresh_token: str | None) -> UserSession:
+    def refreshed(
+        self, identity: Identity, *, token_expires_at: int, refresh_token: str | None, token_lifetime: int = 0
+    ) -> UserSession:
         """This session after a refresh: claims as the IdP now states them (groups may have changed), same life."""
         return dataclasses.replace(
             self,
             identity=identity,
             token_expires_at=token_expires_at,
+            token_lifetime=token_lifetime,
             # Cognito returns no new refresh token (unless rotation is on): keep the one we have.
             refresh_token=refresh_token or self.refresh_token,
         )

@@ -58,7 +58,8 @@ def require_node() -> str:
 
 @dataclasses.dataclass
 class OidcPeer:
-    """A running provider with its one client. ``issuer`` has no trailing slash, as the provider spells it."""
+    """A running provider with its one client. ``issuer`` is spelt as the provider spells it (no trailing slash unless
+    started with ``issuer_trailing_slash=True``)."""
 
     process: CapturedProcess
     issuer: str
@@ -69,7 +70,19 @@ class OidcPeer:
 
     @property
     def discovery_url(self) -> str:
-        return f"{self.issuer}/.well-known/openid-configuration"
+        # OpenID Connect Discovery 4.1: a terminating "/" of the issuer is removed before the well-known path.
+        return f"{self.issuer.rstrip('/')}/.well-known/openid-configuration"
+
+    def requests(self, method: str, url: str) -> list[int]:
+        """The statuses of the requests the provider answered so far with this method to this URL or path (query
+        ignored), in order. provider.mjs logs each request as it answers it."""
+        path = re.escape(URL(url).path)
+        line = re.compile(rf"^oidc-peer request {re.escape(method)} {path} (\d{{3}})$")
+        return [int(match.group(1)) for match in map(line.match, self.process.output().splitlines()) if match]
+
+    def events(self, event: str) -> int:
+        """How often provider.mjs logged ``oidc-peer <event>``, e.g. ``grant refresh_token`` or ``grant revoked``."""
+        return self.process.output().splitlines().count(f"oidc-peer {event}")
 
     def stop(self) -> None:
         self.process.stop()
@@ -85,6 +98,8 @@ def start_oidc_peer(
     conform_id_token_claims: bool = True,
     rotate_refresh_token: bool | None = None,
     clock_tolerance: int | None = None,
+    opaque_subjects: bool = False,
+    issuer_trailing_slash: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> OidcPeer:
     """Start the provider on a free loopback port and wait until it prints its issuer.
@@ -94,6 +109,8 @@ def start_oidc_peer(
     rotation on or off; None keeps oidc-provider's policy, which does not rotate this confidential client's token.
     ``clock_tolerance`` is how many seconds past ``exp`` the provider still accepts its own tokens (at userinfo, for
     instance); None keeps oidc-provider's 15, and 0 makes a short ``token_ttl`` expire exactly.
+    ``opaque_subjects=True`` makes ``sub`` a UUID per account instead of the login name (so that a test can tell
+    ``sub`` from ``preferred_username``); ``issuer_trailing_slash=True`` makes the issuer end in "/", as Auth0's does.
     """
     node = require_node()
     secret = client_secret or secrets.token_urlsafe(24)
@@ -107,11 +124,13 @@ def start_oidc_peer(
         "OIDC_PEER_CONFORM_ID_TOKEN_CLAIMS": "true" if conform_id_token_claims else "false",
         "OIDC_PEER_ROTATE_REFRESH_TOKEN": "" if rotate_refresh_token is None else str(rotate_refresh_token).lower(),
         "OIDC_PEER_CLOCK_TOLERANCE": "" if clock_tolerance is None else str(clock_tolerance),
+        "OIDC_PEER_OPAQUE_SUBJECTS": str(opaque_subjects).lower(),
+        "OIDC_PEER_ISSUER_TRAILING_SLASH": str(issuer_trailing_slash).lower(),
         **(env or {}),
     }
     process = CapturedProcess(["provider.mjs"], settings, cwd=PEER_DIR, program=node)
     try:
-        issuer = process.wait_for(r"^oidc-peer listening on (http://127\.0\.0\.1:\d+)$").group(1)
+        issuer = process.wait_for(r"^oidc-peer listening on (http://127\.0\.0\.1:\d+/?)$").group(1)
     except AssertionError:
         process.stop()
         raise

@@ -51,6 +51,18 @@ def test_issuer_override_and_http_public_url() -> None:
     assert settings.session.secure is False
 
 
+def test_a_generic_providers_issuer_is_kept_exactly_as_written() -> None:
+    """OIDC Core 3.1.3.7: iss must equal the issuer exactly, and some providers' (Auth0's) end in "/"."""
+    oidc = {k: v for k, v in MINIMAL.items() if k not in ("COGNITO_USER_POOL_ID", "COGNITO_DOMAIN")}
+    slashed = Settings.from_env({**oidc, "COGNITO_ISSUER": "https://tenant.example.com/"}).provider
+    assert (slashed.kind, slashed.issuer) == ("oidc", "https://tenant.example.com/")
+    plain = Settings.from_env({**oidc, "COGNITO_ISSUER": "https://tenant.example.com"}).provider
+    assert plain.issuer == "https://tenant.example.com"
+    pool = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123xyz"
+    cognito = Settings.from_env({**oidc, "COGNITO_ISSUER": f"{pool}/"}).provider
+    assert (cognito.kind, cognito.issuer) == ("cognito", pool), "Cognito's issuer never ends in /"
+
+
 def test_rotation_list_keeps_every_key_in_order() -> None:
     second = secrets.token_hex(32)
     settings = Settings.from_env({**MINIMAL, "GATEWAY_SESSION_SECRET": f"{SECRET},{second}"})

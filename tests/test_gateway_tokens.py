@@ -137,6 +137,12 @@ def _hs256_with_public_key(keys: PoolKeys, claims: dict[str, Any]) -> str:
         (lambda idp: sign(idp.pool.keys, id_claims(idp, iss="https://evil.example/pool")), "other issuer"),
         (lambda idp: sign(idp.pool.keys, id_claims(idp, aud="another-client")), "other audience"),
         (lambda idp: sign(idp.pool.keys, id_claims(idp, aud=None)), "no audience"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, aud=["gateway", "another-client"])), "other aud, no azp"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, azp="another-client")), "issued to another party"),
+        (
+            lambda idp: sign(idp.pool.keys, id_claims(idp, aud=["gateway", "api"], azp="another-client")),
+            "other aud, azp another party",
+        ),
         (lambda idp: sign(idp.pool.keys, id_claims(idp, token_use="access")), "token_use access as ID"),
         (lambda idp: sign(idp.pool.keys, id_claims(idp, nonce="another-sign-in")), "nonce mismatch"),
         (lambda idp: sign(idp.pool.keys, id_claims(idp, nonce=None)), "no nonce"),
@@ -151,6 +157,13 @@ async def test_bad_id_tokens_are_refused(idp: InProcessIdp, jwks: JwksCache, mak
     verifier = TokenVerifier(settings_for(idp.issuer))
     with pytest.raises(InvalidToken):
         await verifier.verify_id_token(jwks, make(idp), nonce=NONCE, access_token="access-token")
+
+
+async def test_other_audiences_are_accepted_when_azp_is_this_client(idp: InProcessIdp, jwks: JwksCache) -> None:
+    """OIDC Core 3.1.3.7 steps 4-5, as providers such as Zitadel issue them (aud: the client and its project)."""
+    token = sign(idp.pool.keys, id_claims(idp, aud=["gateway", "project-1"], azp="gateway"))
+    claims = await TokenVerifier(settings_for(idp.issuer)).verify_id_token(jwks, token, nonce=NONCE, access_token="x")
+    assert claims["azp"] == "gateway"
 
 
 async def test_small_clock_skew_is_tolerated(idp: InProcessIdp, jwks: JwksCache) -> None:

@@ -426,3 +426,50 @@ async def test_an_unregistered_post_logout_redirect_uri_is_refused(
     async with browser.get(metadata["end_session_endpoint"], params=params, allow_redirects=False) as response:
         assert response.status == 400
         assert "post_logout_redirect_uri not registered" in await response.text()
+
+
+async def test_opaque_subjects_and_a_trailing_slash_issuer(browser: aiohttp.ClientSession) -> None:
+    """Two harness options: sub is a UUID (not the login name), and the issuer ends in "/" (as Auth0's does)."""
+    odd = start(opaque_subjects=True, issuer_trailing_slash=True)
+    try:
+        assert odd.issuer.endswith("/") and not odd.discovery_url.startswith(f"{odd.issuer}/")
+        assert (await discovery(browser, odd))["issuer"] == odd.issuer
+        attempt = AuthorizeAttempt.new()
+        page = await authorize(browser, odd, attempt)
+        response = await sign_in_form(browser, page, "alice", "alice-password")
+        location = URL(response.headers["Location"])
+        assert location.query["iss"] == odd.issuer
+        status, tokens = await token_request(
+            browser,
+            odd,
+            "token_endpoint",
+            grant_type="authorization_code",
+            code=location.query["code"],
+            redirect_uri=odd.redirect_uri,
+            code_verifier=attempt.verifier,
+        )
+        assert status == 200, tokens
+        claims = await verify_id_token(browser, odd, tokens["id_token"], attempt.nonce)
+        assert claims["iss"] == odd.issuer
+        assert claims["sub"] == "6f1c2b9e-0d3a-4c55-9a61-1b2e3f4a5c6d"
+        status, info = await userinfo(browser, odd, tokens["access_token"])
+        assert (status, info["sub"], info["preferred_username"]) == (200, claims["sub"], "alice")
+    finally:
+        odd.stop()
+
+
+async def test_the_provider_logs_every_request_and_grant(browser: aiohttp.ClientSession, peer: OidcPeer) -> None:
+    metadata = await discovery(browser, peer)
+    before = len(peer.requests("GET", metadata["userinfo_endpoint"]))
+    refreshes, revoked = peer.events("grant refresh_token"), peer.events("grant revoked")
+    _, tokens = await signed_in_tokens(browser, peer)
+    await userinfo(browser, peer, tokens["access_token"])
+    await token_request(
+        browser, peer, "token_endpoint", grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+    )
+    await token_request(browser, peer, "revocation_endpoint", token=tokens["refresh_token"])
+    await userinfo(browser, peer, tokens["access_token"])
+    await asyncio.sleep(0.2)  # the lines are read from the provider's stdout by a thread
+    assert peer.requests("GET", metadata["userinfo_endpoint"])[before:] == [200, 401]
+    assert peer.events("grant refresh_token") == refreshes + 1
+    assert peer.events("grant revoked") == revoked + 1

@@ -28,7 +28,8 @@ class Endpoints:
 async def discover(http: aiohttp.ClientSession, settings: ProviderSettings) -> Endpoints:
     """Fetch and check the discovery document; raises IdpUnavailable on any failure."""
     issuer = settings.issuer
-    url = f"{issuer}/.well-known/openid-configuration"
+    # OpenID Connect Discovery 4.1: a terminating "/" of the issuer is removed before the well-known path is added.
+    url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
     try:
         timeout = aiohttp.ClientTimeout(total=settings.timeout)
         async with http.get(url, timeout=timeout, allow_redirects=False) as response:
@@ -64,7 +65,7 @@ def _endpoints(document: dict[str, object], settings: ProviderSettings) -> Endpo
     return Endpoints(
         authorization=required("authorization_endpoint", "/oauth2/authorize"),
         token=required("token_endpoint", "/oauth2/token"),
-        jwks_uri=endpoint("jwks_uri", None) or f"{settings.issuer}/.well-known/jwks.json",
+        jwks_uri=endpoint("jwks_uri", None) or f"{settings.issuer.rstrip('/')}/.well-known/jwks.json",
         end_session=endpoint("end_session_endpoint", "/logout"),
         revocation=endpoint("revocation_endpoint", "/oauth2/revoke"),
         userinfo=endpoint("userinfo_endpoint", "/oauth2/userInfo"),

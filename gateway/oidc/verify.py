@@ -39,6 +39,7 @@ class TokenVerifier:
         claims, algorithm = await self._decode(jwks, token, audience=self._settings.client_id, required=required)
         if cognito and claims.get("token_use") != "id":
             raise InvalidToken("token_use is not id")
+        self._check_authorized_party(claims)
         if nonce is not None:
             presented = claims.get("nonce")
             # SECURITY: the nonce binds the ID token to this browser's sign-in; without it a token from another
@@ -54,6 +55,16 @@ class TokenVerifier:
         ):
             raise InvalidToken("at_hash does not match the access token")
         return claims
+
+    def _check_authorized_party(self, claims: dict[str, Any]) -> None:
+        """OIDC Core 3.1.3.7 steps 3-5: audiences besides ours are trusted only when ``azp`` names our client."""
+        client_id, aud, azp = self._settings.client_id, claims.get("aud"), claims.get("azp")
+        others = isinstance(aud, list) and any(audience != client_id for audience in aud)
+        # SECURITY: a token issued to another party that merely lists us among its audiences is not ours.
+        if others and azp is None:
+            raise InvalidToken("the ID token has other audiences too and no azp")
+        if azp is not None and azp != client_id:
+            raise InvalidToken("the ID token was issued to another party (azp)")
 
     async def verify_access_token(
         self, jwks: JwksCache, token: str, *, client_ids: frozenset[str] | None = None

@@ -14,8 +14,17 @@
 //                                          protocol claims; "false": they are in the ID token too
 //   OIDC_PEER_ROTATE_REFRESH_TOKEN         "true": every refresh_token grant returns a new refresh token and retires
 //                                          the old one; "false": never; unset: oidc-provider's default policy
+//   OIDC_PEER_OPAQUE_SUBJECTS              "true": sub is an opaque id (a UUID per account) instead of the login name
+//                                          (default "false": sub is "alice" or "bob")
+//   OIDC_PEER_ISSUER_TRAILING_SLASH        "true": the issuer ends in "/" (as Auth0's does); default "false"
 // Once it accepts connections it prints one line, "oidc-peer listening on <issuer>", and the issuer is exactly that
-// URL (no trailing slash). SIGTERM or SIGINT stops it. State (sessions, codes, tokens) lives in memory only.
+// URL (no trailing slash unless asked for). SIGTERM or SIGINT stops it. State (sessions, codes, tokens) lives in
+// memory only.
+//
+// So that tests can count what a relying party asked, every request is logged once it is answered, as
+// "oidc-peer request <METHOD> <path> <status>" (path without the query), and so are three events:
+// "oidc-peer grant <grant_type>" (a token endpoint grant that succeeded), "oidc-peer grant revoked" (a grant revoked
+// by the revocation endpoint or by a sign-out) and "oidc-peer end_session" (an RP-initiated logout confirmed).
 //
 // Sign-in is authorize → GET /interaction/<uid> (a form with fields "login" and "password") → POST it to
 // /interaction/<uid>/login → 303 to the resumed authorization → 303 to redirect_uri with code and state. The password is
@@ -30,6 +39,7 @@ import Provider from 'oidc-provider';
 const ACCOUNTS = new Map([
   ['alice', {
     password: 'alice-password',
+    opaqueSubject: '6f1c2b9e-0d3a-4c55-9a61-1b2e3f4a5c6d',
     claims: {
       email: 'alice@example.com',
       email_verified: true,
@@ -40,6 +50,7 @@ const ACCOUNTS = new Map([
   }],
   ['bob', {
     password: 'bob-password',
+    opaqueSubject: 'a83e51c0-7b2d-4f19-8e6a-5d4c3b2a1f0e',
     claims: {
       email: 'bob@example.com',
       email_verified: true,
@@ -101,7 +112,21 @@ function settings() {
     postLogoutRedirectUris: (env.OIDC_PEER_POST_LOGOUT_REDIRECT_URIS ?? '').split(/\s+/).filter(Boolean),
     conformIdTokenClaims: flag('OIDC_PEER_CONFORM_ID_TOKEN_CLAIMS') ?? true,
     rotateRefreshToken: flag('OIDC_PEER_ROTATE_REFRESH_TOKEN'),
+    opaqueSubjects: flag('OIDC_PEER_OPAQUE_SUBJECTS') ?? false,
+    issuerTrailingSlash: flag('OIDC_PEER_ISSUER_TRAILING_SLASH') ?? false,
   };
+}
+
+// The subject (accountId) of a login name, and the account of a subject.
+function subjectOf(config, login) {
+  return config.opaqueSubjects ? ACCOUNTS.get(login).opaqueSubject : login;
+}
+
+function accountOf(config, sub) {
+  if (!config.opaqueSubjects) {
+    return ACCOUNTS.get(sub);
+  }
+  return [...ACCOUNTS.values()].find((account) => account.opaqueSubject === sub);
 }
 
 function escapeHtml(text) {
@@ -173,7 +198,7 @@ async function grantEverythingAsked(details, grant) {
 
 // The interaction routes (login, consent, abort) that oidc-provider leaves to the application. Koa middleware that
 // provider.use() puts in front of the provider's own routes.
-function interactions(provider) {
+function interactions(provider, config) {
   const route = /^\/interaction\/([^/]+)(?:\/(login|consent|abort))?$/;
   return async function interactionRoutes(ctx, next) {
     const match = route.exec(ctx.path);
@@ -205,7 +230,7 @@ function interactions(provider) {
         ctx.body = loginPage(uid, { login, error: 'Incorrect username or password.' });
         return undefined;
       }
-      await finish({ login: { accountId: login } }, { mergeWithLastSubmission: false });
+      await finish({ login: { accountId: subjectOf(config, login) } }, { mergeWithLastSubmission: false });
     } else if (action === 'consent' && ctx.method === 'POST' && prompt.name === 'consent') {
       const grant = details.grantId
         ? await provider.Grant.find(details.grantId)
@@ -265,7 +290,7 @@ function configuration(config) {
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     findAccount: async (ctx, sub) => {
-      const account = ACCOUNTS.get(sub);
+      const account = accountOf(config, sub);
       if (!account) {
         return undefined;
       }
@@ -304,14 +329,31 @@ function configuration(config) {
   };
 }
 
+// Koa middleware, first in line: one log line per request once it is answered (tests count userinfo calls with it).
+async function logRequests(ctx, next) {
+  try {
+    await next();
+  } finally {
+    console.log(`oidc-peer request ${ctx.method} ${ctx.path} ${ctx.status}`);
+  }
+}
+
+function logEvents(provider) {
+  provider.on('grant.success', (ctx) => console.log(`oidc-peer grant ${ctx.oidc.params.grant_type}`));
+  provider.on('grant.revoked', () => console.log('oidc-peer grant revoked'));
+  provider.on('end_session.success', () => console.log('oidc-peer end_session'));
+  provider.on('server_error', (ctx, error) => console.error('oidc-peer server_error:', error));
+}
+
 function main() {
   const config = settings();
   const server = createServer();
   server.listen(config.port, '127.0.0.1', () => {
-    const issuer = `http://127.0.0.1:${server.address().port}`;
+    const issuer = `http://127.0.0.1:${server.address().port}${config.issuerTrailingSlash ? '/' : ''}`;
     const provider = new Provider(issuer, configuration(config));
-    provider.use(interactions(provider));
-    provider.on('server_error', (ctx, error) => console.error('oidc-peer server_error:', error));
+    provider.use(logRequests);
+    provider.use(interactions(provider, config));
+    logEvents(provider);
     server.on('request', provider.callback());
     console.log(`oidc-peer listening on ${issuer}`);
   });
