@@ -104,9 +104,13 @@ async def callback(request: web.Request) -> web.StreamResponse:
         if state:
             logins.forget(request, response, state)
         return response
-    code = _single(request, "code")
+    code, iss = _single(request, "code"), _single(request, "iss")
     if not state or not code:
         raise BadRequest("This sign-in link is incomplete.", code="invalid_callback")
+    # SECURITY: RFC 9207: a provider that names itself in the callback must be ours (mix-up attacks).
+    if iss is not None and iss != request.app[SETTINGS].provider.issuer:
+        log.warning("callback from issuer %r, expected %r", iss[:200], request.app[SETTINGS].provider.issuer)
+        raise SignInFailed("This sign-in came back from another identity provider.", code="invalid_issuer")
     attempt = logins.take(request, state)
     if attempt is None:
         # SECURITY: no login cookie for this state: a forged or replayed callback (login CSRF), or an expired one.

@@ -276,3 +276,15 @@ async def test_no_log_line_holds_a_cookie_a_code_or_a_token_even_at_debug(hard: 
     for secret in secrets:
         assert secret not in output
     assert "eyJ" not in output, "no JWT in the log"
+
+
+async def test_a_callback_naming_another_issuer_is_refused(hard: Stack) -> None:
+    """RFC 9207: the issuer a provider names in its callback must be the configured one (mix-up attacks)."""
+    async with new_browser() as browser:
+        async with browser.get(f"{hard.url}/api/whoami", headers=HTML) as page:
+            back = await fill_form(browser, page, {"username": "alice", "password": "alice-password"}, follow=False)
+        tampered = URL(back.headers["Location"]).update_query(iss="https://evil.example/pool")
+        async with browser.get(tampered, headers=HTML, allow_redirects=False) as callback:
+            assert callback.status == 400 and "another identity provider" in await callback.text()
+        async with browser.get(f"{hard.url}/api/whoami") as response:
+            assert response.status == 401, "no session came of it"
