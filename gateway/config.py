@@ -71,6 +71,7 @@ class ProviderSettings:
     clock_skew: int
     timeout: float
     kind: str = "cognito"
+    max_token_lifetime: int = 24 * 3600  # GATEWAY_MAX_TOKEN_LIFETIME: longer-lived tokens are refused
     claims: ClaimNames = dataclasses.field(default_factory=ClaimNames)
 
     @property
@@ -318,6 +319,7 @@ class _Parser(EnvReader):
             "algorithms": self.algorithms(),
             "clock_skew": int(self.duration("GATEWAY_CLOCK_SKEW", 60, minimum=0)),
             "timeout": self.duration("GATEWAY_IDP_TIMEOUT", 10),
+            "max_token_lifetime": int(self.duration("GATEWAY_MAX_TOKEN_LIFETIME", 24 * 3600, minimum=60)),
         }
         if issuer_url is None or client_id is None:
             return None

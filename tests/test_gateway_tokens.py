@@ -13,12 +13,15 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from dev_idp.keys import PoolKeys, load_or_create_keys
 from gateway.config import ProviderSettings
-from gateway.errors import IdpUnavailable, InvalidToken
+from gateway.errors import IdpUnavailable, InvalidToken, SignInFailed
+from gateway.oidc.discovery import Endpoints
 from gateway.oidc.jwks import JwksCache
+from gateway.oidc.token_endpoint import TokenEndpoint
 from gateway.oidc.verify import TokenVerifier
 
 from .conftest import InProcessIdp
@@ -151,6 +154,12 @@ def _hs256_with_public_key(keys: PoolKeys, claims: dict[str, Any]) -> str:
         (lambda idp: sign(idp.pool.keys, id_claims(idp), kid="unknown-kid"), "unknown kid"),
         (lambda idp: "not.a.jwt", "garbage"),
         (lambda idp: "", "empty"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp=1e300)), "exp of 1e300"),
+        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp=int(time.time()) + 10 * 86400)), "exp in ten days"),
+        (
+            lambda idp: sign(idp.pool.keys, id_claims(idp, iat=int(time.time()) - 2 * 86400)),
+            "a lifetime of two days",
+        ),
     ],
 )
 async def test_bad_id_tokens_are_refused(idp: InProcessIdp, jwks: JwksCache, make, reason: str) -> None:
@@ -254,3 +263,29 @@ async def test_moto_issued_tokens_verify_with_the_issuer_pointed_at_moto(
         await TokenVerifier(
             settings_for("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_other")
         ).verify_access_token(jwks, moto.access_token)
+
+
+@pytest.mark.parametrize("token_type", ["mac", "DPoP", None, 7])
+async def test_a_token_response_of_another_type_is_a_failed_sign_in(
+    http: aiohttp.ClientSession, aiohttp_server: Any, token_type: object
+) -> None:
+    """OIDC Core 3.1.3.3: token_type must be Bearer (case-insensitive); anything else is a failed sign-in."""
+    body = {"access_token": "a", "id_token": "x.y.z", "expires_in": 60, "token_type": token_type}
+
+    async def token(_: web.Request) -> web.Response:
+        return web.json_response({k: v for k, v in body.items() if v is not None})
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    server = await aiohttp_server(app)
+    endpoints = Endpoints(str(server.make_url("/authorize")), str(server.make_url("/token")), "", None, None, None)
+    with pytest.raises(SignInFailed) as refused:
+        await TokenEndpoint(http, settings_for("https://idp.example")).exchange_code(
+            endpoints, code="c", verifier="v", redirect_uri="https://app.example/cb"
+        )
+    assert refused.value.code == "invalid_token_type"
+    body["token_type"] = "bEaReR"
+    tokens = await TokenEndpoint(http, settings_for("https://idp.example")).exchange_code(
+        endpoints, code="c", verifier="v", redirect_uri="https://app.example/cb"
+    )
+    assert tokens.access_token == "a"

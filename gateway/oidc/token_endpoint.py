@@ -68,6 +68,11 @@ class TokenEndpoint:
             raise SignInFailed(
                 "The identity provider did not return the expected tokens.", code="invalid_token_response"
             )
+        token_type = body.get("token_type")
+        # SECURITY: OIDC Core 3.1.3.3: the token type must be Bearer (case-insensitive); a DPoP or MAC token used
+        # as a Bearer token would be the gateway misusing it.
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise SignInFailed("The identity provider returned a token of another type.", code="invalid_token_type")
         if refresh_token is not None and not isinstance(refresh_token, str):
             refresh_token = None
         scope = body.get("scope") if isinstance(body.get("scope"), str) else None

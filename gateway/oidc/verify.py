@@ -125,13 +125,17 @@ class TokenVerifier:
             value = claims.get(name)
             if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise InvalidToken(f"{name} is not a number")
-        now, leeway = self._clock(), self._settings.clock_skew
+        now, leeway, longest = self._clock(), self._settings.clock_skew, self._settings.max_token_lifetime
         if claims["exp"] <= now - leeway:
             raise InvalidToken("the token has expired")
         if claims["iat"] > now + leeway:
             raise InvalidToken("iat is in the future")
         if "nbf" in claims and claims["nbf"] > now + leeway:
             raise InvalidToken("the token is not valid yet (nbf)")
+        # SECURITY: an exp of 1e300, or a lifetime far beyond what the provider issues, is a forged or broken token
+        # that would otherwise live for ever (in a cache, a session).
+        if claims["exp"] > now + longest + leeway or claims["exp"] - claims["iat"] > longest:
+            raise InvalidToken(f"the token's lifetime exceeds GATEWAY_MAX_TOKEN_LIFETIME ({longest} s)")
 
 
 def _at_hash(access_token: str, algorithm: str) -> str:
