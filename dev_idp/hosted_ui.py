@@ -16,6 +16,7 @@ from yarl import URL
 from . import pages
 from .authorize_request import AuthorizeRequest, RedirectableError, UntrustedRequest, parse_authorize_request
 from .directory import UNCONFIRMED, User
+from .forms import read_form
 from .pool import HOSTED_UI_COOKIE, POOL, XSRF_COOKIE, Pool, log, redirect
 from .tokens import Grant
 
@@ -51,15 +52,9 @@ def _with_csrf(request: web.Request, response: web.Response, token: str) -> web.
 
 async def _form(request: web.Request) -> dict[str, str]:
     """The submitted form, with the CSRF check done; a forged or malformed post gets a 400 page."""
-    if request.content_type != "application/x-www-form-urlencoded":
+    fields = await read_form(request, max_field=_FORM_LIMIT)
+    if fields is None:
         raise web.HTTPBadRequest(text=pages.error_page("invalid_request"), content_type="text/html")
-    data = await request.post()
-    fields: dict[str, str] = {}
-    for key in data:
-        values = data.getall(key)
-        if len(values) != 1 or not isinstance(values[0], str) or len(values[0]) > _FORM_LIMIT:
-            raise web.HTTPBadRequest(text=pages.error_page("invalid_request"), content_type="text/html")
-        fields[key] = values[0]
     cookie = request.cookies.get(XSRF_COOKIE, "")
     # SECURITY: double-submit token: a cross-site form post cannot read our cookie to copy it into the form.
     if not cookie or not hmac.compare_digest(cookie.encode(), fields.get("_csrf", "").encode()):

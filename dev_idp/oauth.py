@@ -23,6 +23,7 @@ from yarl import URL
 
 from .authorize_request import RedirectableError, UntrustedRequest, parse_authorize_request
 from .directory import CLIENT_CREDENTIALS, CODE_FLOW, CONFIRMED, Client
+from .forms import read_form
 from .hosted_ui import issue_code
 from .pool import HOSTED_UI_COOKIE, POOL, Pool, log, redirect
 from .tokens import TokenSet, opaque_refresh_token, releases_every_attribute
@@ -97,16 +98,9 @@ async def authorize(request: web.Request) -> web.Response:
 
 # Token --------------------------------------------------------------------------------------------------------
 async def _form(request: web.Request) -> dict[str, str]:
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise OAuthError("invalid_request")
-    data = await request.post()
-    fields: dict[str, str] = {}
-    for key in data:
-        values = data.getall(key)
-        # A repeated parameter is ambiguous: refuse it rather than guess which one counts.
-        if len(values) != 1 or not isinstance(values[0], str):
-            raise OAuthError("invalid_request")
-        fields[key] = values[0]
+    fields = await read_form(request)
+    if fields is None:
+        raise OAuthError("invalid_request")  # not a form, not UTF-8, or a repeated parameter
     return fields
 
 

@@ -346,3 +346,28 @@ async def test_malformed_requests_never_get_a_500(
         assert "Traceback" not in body
         assert "<script>alert(1)</script>" not in body
         assert "Set-Cookie" not in response.headers.get("Location", "")
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+MALFORMED_BODIES = [b"\xff\xfe%%%", b"grant_type=\xff\xfe", b"grant_type=%ff%fe", b"a=1&a=2", b"x=" + b"y" * 70_000]
+
+
+@pytest.mark.parametrize("body", MALFORMED_BODIES, ids=["not-utf8", "raw-bytes", "bad-escapes", "repeated", "huge"])
+async def test_a_malformed_token_request_gets_cognitos_400(idp: InProcessIdp, body: bytes) -> None:
+    async with aiohttp.ClientSession() as client:
+        async with client.post(f"{idp.url}/oauth2/token", data=body, headers={**FORM, **BASIC}) as response:
+            status, error = await token_error(response)
+    # %ff%fe decodes (to U+FFFD), so that body is a form whose grant_type is unknown: still Cognito's 400.
+    assert status == 400 and error in ({"error": "invalid_request"}, {"error": "unsupported_grant_type"})
+
+
+@pytest.mark.parametrize("body", MALFORMED_BODIES[:4], ids=["not-utf8", "raw-bytes", "bad-escapes", "repeated"])
+async def test_a_malformed_hosted_ui_form_gets_the_error_page(
+    idp: InProcessIdp, browser: aiohttp.ClientSession, body: bytes
+) -> None:
+    query = AuthorizeAttempt.new().query("gateway", idp.redirect_uri())
+    async with browser.post(f"{idp.url}/login", params=query, data=body, headers=FORM) as response:
+        # A form that parses but carries no CSRF token gets the 403 page instead; never a 500.
+        assert response.status in (400, 403) and "text/html" in response.headers["Content-Type"]
+        assert response.status == 400 or body == b"grant_type=%ff%fe"
+        assert "Traceback" not in await response.text()
