@@ -122,6 +122,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         "sign_in": None,
         "sign_out": None,
         "userinfo": SIGNED_IN,
+        "who_am_i": SIGNED_IN,
         "auth": None,  # forward-auth decides on the original request itself
         "healthz": None,
         "readyz": None,
@@ -153,6 +154,7 @@ def _routes(router: web.UrlDispatcher, settings: Settings) -> None:
     router.add_get("/oauth2/sign_in", endpoints.sign_in, name="sign_in")
     router.add_route("*", "/oauth2/sign_out", endpoints.sign_out, name="sign_out")
     router.add_get("/oauth2/userinfo", endpoints.userinfo, name="userinfo")
+    router.add_get("/oauth2/", endpoints.who_am_i, name="who_am_i")
     router.add_get("/oauth2/auth", forward_auth.auth, name="auth")
     router.add_get("/oauth2/healthz", health.healthz, name="healthz")
     router.add_get("/oauth2/readyz", health.readyz, name="readyz")

@@ -6,6 +6,7 @@ each is declared with its route in ``app.create_app``.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from urllib.parse import unquote
 
@@ -13,11 +14,13 @@ from aiohttp import web
 from yarl import URL
 
 from .appkeys import LOGINS, OIDC, SESSIONS, SETTINGS
-from .errors import BadRequest, NeedsSignIn, SignInFailed
+from .errors import BadRequest, SignInFailed
 from .identity import IDENTITY
 from .login_state import LoginAttempt
 from .redirects import safe_redirect_path
-from .responses import error_response, redirect
+from .responses import PAGE_HEADERS, SIGN_OUT_FORM, error_response, html_page, redirect, wants_html
+from .session_manager import SESSION
+from .user_session import UserSession
 
 log = logging.getLogger("gateway.auth")
 
@@ -171,10 +174,13 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 
 
 async def userinfo(request: web.Request) -> web.StreamResponse:
+    return web.json_response(_identity_body(request), headers=PAGE_HEADERS)
+
+
+def _identity_body(request: web.Request) -> dict[str, object]:
     identity = request[IDENTITY]
-    if identity is None:
-        raise NeedsSignIn()
-    body = {
+    assert identity is not None, "the route's policy requires an identity"
+    body: dict[str, object] = {
         "user": identity.username,
         "email": identity.email,
         "groups": list(identity.groups),
@@ -185,6 +191,32 @@ async def userinfo(request: web.Request) -> web.StreamResponse:
         body["clientId"] = identity.client_id
     if identity.scopes:
         body["scopes"] = sorted(identity.scopes)
-    response = web.json_response(body)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    session = request.get(SESSION)
+    if session is not None:
+        body["sessionEndsAt"] = _session_end(request, session)
+    return body
+
+
+def _session_end(request: web.Request, session: UserSession) -> str:
+    """When the session ends at the latest: its absolute lifetime (the idle timeout may end it sooner)."""
+    ends = session.created_at + request.app[SETTINGS].session.lifetime
+    return datetime.datetime.fromtimestamp(ends, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def who_am_i(request: web.Request) -> web.StreamResponse:
+    """``/oauth2/``: who the gateway says you are, for people (a page with sign-out) and for scripts (JSON)."""
+    body, identity = _identity_body(request), request[IDENTITY]
+    if not wants_html(request):
+        return web.json_response(body, headers=PAGE_HEADERS)
+    assert identity is not None
+    paragraphs = [f"Groups: {', '.join(identity.groups) or 'none'}."]
+    if "sessionEndsAt" in body:
+        idle = request.app[SETTINGS].session.idle_timeout // 60
+        paragraphs.append(f"Your session ends at {body['sessionEndsAt']} at the latest, or after {idle} idle minutes.")
+    page = html_page(
+        "Who am I",
+        f"Signed in as {identity.name}" + (f" ({identity.email})." if identity.email else "."),
+        paragraphs=tuple(paragraphs),
+        actions=SIGN_OUT_FORM,
+    )
+    return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)

@@ -110,9 +110,9 @@ def redirect(location: str) -> web.Response:
     return web.Response(status=302, headers={"Location": safe, **PAGE_HEADERS})
 
 
-_SIGN_OUT_FORM = (
+SIGN_OUT_FORM = (
     '<form method=post action="/oauth2/sign_out"><button type=submit>Sign out</button></form>'
-    '<p><a href="/oauth2/sign_in">Sign in as someone else</a></p>'
+    '<p><a href="/oauth2/">Who am I</a> · <a href="/oauth2/sign_in">Sign in as someone else</a></p>'
 )
 
 
@@ -126,6 +126,6 @@ def forbidden_response(request: web.Request, message: str, identity: Identity | 
         message,
         code="forbidden",
         paragraphs=(f"Signed in as {who}.",) if who else (),
-        actions=_SIGN_OUT_FORM if identity is not None else "",
+        actions=SIGN_OUT_FORM if identity is not None else "",
         extra={"user": identity.username if identity else None, "groups": list(identity.groups) if identity else []},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import aiohttp
@@ -153,3 +154,21 @@ def test_container_healthcheck_follows_gateway_listen(stack: Stack) -> None:
 
     assert check(stack.env["GATEWAY_LISTEN"].replace("127.0.0.1", "0.0.0.0")) == 0
     assert check(f"127.0.0.1:{free_port()}") == 1
+
+
+async def test_who_am_i_page_for_people_and_json_for_scripts(stack: Stack) -> None:
+    async with new_browser() as browser:
+        async with browser.get(f"{stack.url}/oauth2/", headers=HTML, allow_redirects=False) as response:
+            assert response.status == 302, "signed out: sent to sign in"
+        await browse_and_sign_in(browser, f"{stack.url}/")
+        async with browser.get(f"{stack.url}/oauth2/", headers=HTML) as page:
+            html = await page.text()
+            assert page.status == 200 and page.headers["Cache-Control"] == "no-store"
+        assert "Signed in as alice (alice@example.com)." in html and "Groups: admins." in html
+        assert re.search(r"Your session ends at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", html)
+        assert '<form method=post action="/oauth2/sign_out">' in html
+        async with browser.get(f"{stack.url}/oauth2/") as api:
+            body = await api.json()
+        assert body["user"] == "alice" and body["groups"] == ["admins"] and body["sessionEndsAt"].endswith("Z")
+    async with aiohttp.ClientSession() as client, client.get(f"{stack.url}/oauth2/") as response:
+        assert response.status == 401
