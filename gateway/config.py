@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import ipaddress
 import re
 import ssl
@@ -22,6 +23,7 @@ from yarl import URL
 from .access import AccessRules, parse_paths, parse_rules
 from .env_reader import EnvReader
 from .identity import ClaimNames
+from .path_table import Entry, PathTable, split_target
 from .redirects import safe_redirect_path
 from .tls import pem_problems
 
@@ -135,12 +137,22 @@ class SessionSettings:
 
 @dataclasses.dataclass(frozen=True)
 class UpstreamSettings:
-    url: URL
+    url: URL | None  # GATEWAY_UPSTREAM: where requests go that no GATEWAY_UPSTREAMS entry names (None: a 404)
     connect_timeout: float
     read_timeout: float
     pass_host_header: bool
     pass_authorization: bool = False
     strip_headers: tuple[str, ...] = ()  # GATEWAY_STRIP_HEADERS: names, or prefixes ending in *
+    routes: tuple[Entry[URL | None], ...] = ()  # GATEWAY_UPSTREAMS
+
+    @functools.cached_property
+    def table(self) -> PathTable[URL | None]:
+        """Built once (a frozen dataclass may cache a derived value): looked up on every proxied request."""
+        return PathTable(self.routes, default=self.url)
+
+    @property
+    def all_urls(self) -> tuple[URL, ...]:
+        return tuple(url for url in (self.url, *(route.value for route in self.routes)) if url is not None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,8 +438,29 @@ class _Parser(EnvReader):
             return None
         return SessionSettings(keys=keys, **cookie, **store, **lifetimes)  # type: ignore[arg-type]
 
+    def upstream_routes(self) -> tuple[Entry[URL | None], ...]:
+        """GATEWAY_UPSTREAMS: ``;``-separated ``[HOST]PATH=URL`` entries."""
+        routes = []
+        for entry in (e.strip() for e in (self.raw("GATEWAY_UPSTREAMS") or "").split(";") if e.strip()):
+            target, sep, raw_url = entry.partition("=")
+            try:
+                if not sep:
+                    raise ValueError("is not [HOST]PATH=URL")
+                host, path = split_target(target)
+            except ValueError as exc:
+                self.problems.append(f"GATEWAY_UPSTREAMS: {entry!r}: {exc}")
+                continue
+            url = self.url("GATEWAY_UPSTREAMS", raw_url.strip())
+            if url is not None:
+                routes.append(Entry(path, url, host))
+        return tuple(routes)
+
     def upstream(self) -> UpstreamSettings | None:
-        url = self.url("GATEWAY_UPSTREAM", self.required("GATEWAY_UPSTREAM", "the URL of the app to protect"))
+        routes = self.upstream_routes()
+        raw = self.raw("GATEWAY_UPSTREAM")
+        if raw is None and not routes and "GATEWAY_UPSTREAMS" not in self.env:
+            raw = self.required("GATEWAY_UPSTREAM", "the URL of the app to protect (or GATEWAY_UPSTREAMS)")
+        url = self.url("GATEWAY_UPSTREAM", raw)
         connect_timeout = self.duration("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5)
         read_timeout = self.duration("GATEWAY_UPSTREAM_TIMEOUT", 60)
         pass_host_header = self.boolean("GATEWAY_PASS_HOST_HEADER", True)
@@ -436,9 +469,11 @@ class _Parser(EnvReader):
         bad = [name for name in strip if not re.fullmatch(r"[!#$%&'+.^_`|~0-9A-Za-z-]+\*?", name)]
         if bad:
             self.problems.append(f"GATEWAY_STRIP_HEADERS: {', '.join(map(repr, bad))} are not header names")
-        if url is None:
+        if url is None and not routes:
             return None
-        return UpstreamSettings(url, connect_timeout, read_timeout, pass_host_header, pass_authorization, strip)
+        return UpstreamSettings(
+            url, connect_timeout, read_timeout, pass_host_header, pass_authorization, strip, routes=routes
+        )
 
     def listen(self) -> tuple[str, int]:
         raw = self.raw("GATEWAY_LISTEN") or "0.0.0.0:8000"

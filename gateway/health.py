@@ -17,10 +17,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     provider = request.app[OIDC]
-    upstream = request.app[SETTINGS].upstream.url
+    upstreams = request.app[SETTINGS].upstream.all_urls
+    reachable = await asyncio.gather(*(_reachable(url.host or "", url.port or 80) for url in upstreams))
+    failing = [
+        f"{url.host}:{url.port}: {state}" for url, state in zip(upstreams, reachable, strict=True) if state != "ok"
+    ]
     checks = {
         "identity_provider": "ok" if provider.ready else f"not ready: {provider.last_error}",
-        "upstream": await _reachable(upstream.host or "", upstream.port or 80),
+        "upstream": "; ".join(failing) or "ok",
         "session_store": await request.app[SESSIONS].backend.readiness(),
     }
     ready = all(value == "ok" for value in checks.values())

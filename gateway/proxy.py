@@ -18,6 +18,7 @@ from yarl import URL
 from .appkeys import HEADERS, SETTINGS, UPSTREAM_HTTP
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .identity import IDENTITY
+from .path_table import request_host
 
 log = logging.getLogger("gateway.proxy")
 
@@ -32,12 +33,22 @@ def _upstream_request(request: web.Request) -> tuple[URL, CIMultiDict[str]]:
     # choose what the upstream URL becomes.
     if not raw_target.startswith("/"):
         raise BadRequest("The request target must be a path.", code="invalid_target")
-    url = URL(str(settings.upstream.url).rstrip("/") + raw_target, encoded=True)
+    url = upstream_url(request)
     headers = request.app[HEADERS].upstream(request.headers, request[IDENTITY])
     headers["X-Forwarded-For"] = _forwarded_for(request)
     headers["X-Forwarded-Proto"] = settings.public_url.scheme
     headers["X-Forwarded-Host"] = settings.public_url.raw_authority
     return url, headers
+
+
+def upstream_url(request: web.Request) -> URL:
+    """The upstream URL of this request: its GATEWAY_UPSTREAMS entry (else GATEWAY_UPSTREAM) + the target, as sent."""
+    routes = request.app[SETTINGS].upstream.table
+    host = request_host(request.headers.get("Host")) if routes.has_hosts else None
+    base = routes.lookup(request.raw_path.partition("?")[0], host)
+    if base is None:
+        raise web.HTTPNotFound()  # no upstream is configured for this path: never a guessed one
+    return URL(str(base).rstrip("/") + request.raw_path, encoded=True)
 
 
 def _forwarded_for(request: web.Request) -> str:

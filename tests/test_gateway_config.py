@@ -93,6 +93,14 @@ BAD = {
     "GATEWAY_LOG_LEVEL": "chatty",
     "GATEWAY_SIGN_OUT_REDIRECT": "//evil.example",
     "GATEWAY_COOKIE_NAME": "bad name;",
+    "GATEWAY_RULES": "/admin/=group:; /x=maybe",
+    "GATEWAY_PUBLIC_PATHS": "healthz",
+    "GATEWAY_UPSTREAMS": "/api/=ftp://x; nothing",
+    "GATEWAY_TRUSTED_PROXIES": "10.0.0.0/33",
+    "GATEWAY_STRIP_HEADERS": "X Bad",
+    "GATEWAY_PROVIDER": "keycloak",
+    "GATEWAY_SKIP_AUTH_PREFLIGHT": "sometimes",
+    "GATEWAY_MAX_TOKEN_LIFETIME": "ever",
 }
 
 
@@ -151,3 +159,34 @@ def test_bad_configuration_exits_2_with_one_report_and_no_secret() -> None:
         assert name in result.stderr
     assert "top-secret-value" not in result.stderr and "short-and-secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gateway_upstreams_may_stand_in_for_gateway_upstream() -> None:
+    env = {k: v for k, v in MINIMAL.items() if k != "GATEWAY_UPSTREAM"}
+    settings = Settings.from_env(
+        {**env, "GATEWAY_UPSTREAMS": "/api/=http://api:8080; grafana.example.com/=http://g:3000"}
+    )
+    table = settings.upstream.table
+    assert (
+        str(table.lookup("/api/x")) == "http://api:8080"
+        and str(table.lookup("/", "grafana.example.com")) == "http://g:3000"
+    )
+    assert table.lookup("/other") is None, "no fallback: the gateway answers 404"
+    with pytest.raises(ConfigError, match="GATEWAY_UPSTREAM: required"):
+        Settings.from_env(env)
+
+
+def test_rules_and_public_paths_build_one_table() -> None:
+    rules = Settings.from_env(
+        {
+            **MINIMAL,
+            "GATEWAY_PUBLIC_PATHS": "/healthz,/static/",
+            "GATEWAY_RULES": "/static/private/=deny; a.example/=public",
+        }
+    ).access.rules
+    assert rules.policy_for("/healthz").kind == "public" and rules.policy_for("/healthz/x").kind == "authenticated"
+    assert rules.policy_for("/static/app.js").kind == "public" and rules.policy_for("/static/private/k").kind == "deny"
+    assert (
+        rules.policy_for("/", "a.example").kind == "public"
+        and rules.policy_for("/", "b.example").kind == "authenticated"
+    )
