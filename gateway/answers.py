@@ -16,6 +16,7 @@ import logging
 from aiohttp import web
 from yarl import URL
 
+from . import preserved_post
 from .endpoints import start_sign_in
 from .errors import AccessOutcome, Forbidden, GatewayError, InsufficientScope, InvalidBearer, NeedsSignIn
 from .identity import IDENTITY
@@ -48,6 +49,8 @@ def unauthorized(request: web.Request) -> web.Response:
 
 async def _access_answer(request: web.Request, outcome: GatewayError) -> web.StreamResponse:
     if isinstance(outcome, NeedsSignIn):
+        if outcome.redirect and preserved_post.applies(request):
+            return await preserved_post.keep(request)
         navigation = outcome.redirect and is_navigation(request)
         return await start_sign_in(request, request.raw_path) if navigation else unauthorized(request)
     if isinstance(outcome, InvalidBearer):

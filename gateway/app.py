@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from . import endpoints, forward_auth, health, proxy, tls
+from . import endpoints, forward_auth, health, preserved_post, proxy, tls
 from .access import Policy
 from .answers import error_middleware
 from .appkeys import HEADERS, IDENTIFY, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
@@ -123,6 +123,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         "sign_out": None,
         "userinfo": SIGNED_IN,
         "who_am_i": SIGNED_IN,
+        "post_restore": SIGNED_IN,
         "auth": None,  # forward-auth decides on the original request itself
         "healthz": None,
         "readyz": None,
@@ -155,6 +156,7 @@ def _routes(router: web.UrlDispatcher, settings: Settings) -> None:
     router.add_route("*", "/oauth2/sign_out", endpoints.sign_out, name="sign_out")
     router.add_get("/oauth2/userinfo", endpoints.userinfo, name="userinfo")
     router.add_get("/oauth2/", endpoints.who_am_i, name="who_am_i")
+    router.add_post("/oauth2/post_restore", preserved_post.restore, name="post_restore")
     router.add_get("/oauth2/auth", forward_auth.auth, name="auth")
     router.add_get("/oauth2/healthz", health.healthz, name="healthz")
     router.add_get("/oauth2/readyz", health.readyz, name="readyz")

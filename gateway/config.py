@@ -21,7 +21,7 @@ from typing import TypeVar
 from yarl import URL
 
 from .access import AccessRules, parse_paths, parse_rules
-from .env_reader import EnvReader
+from .env_reader import EnvReader, parse_size
 from .identity import ClaimNames
 from .path_table import Entry, PathTable, split_target
 from .redirects import safe_redirect_path
@@ -120,6 +120,7 @@ class SessionSettings:
     store: str = "cookie"  # "cookie" or "redis"
     redis_url: str | None = None
     base_cookie_name: str = ""  # GATEWAY_COOKIE_NAME as given, when cookie_name carries the __Host- prefix
+    preserve_post_limit: int = 64 * 1024  # GATEWAY_PRESERVE_POST_LIMIT: form POSTs kept through a sign-in; 0: off
 
     @property
     def cookie_names(self) -> tuple[str, ...]:
@@ -433,6 +434,7 @@ class _Parser(EnvReader):
             "login_timeout": int(self.duration("GATEWAY_LOGIN_TIMEOUT", 15 * 60, minimum=30)),
             "refresh_before": int(self.duration("GATEWAY_REFRESH_BEFORE", 300, minimum=0)),
             "refresh_grace": int(self.duration("GATEWAY_REFRESH_GRACE", 600, minimum=0)),
+            "preserve_post_limit": self.parsed("GATEWAY_PRESERVE_POST_LIMIT", parse_size, 64 * 1024),
         }
         if keys is None:
             return None

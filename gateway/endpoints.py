@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from yarl import URL
 
+from . import preserved_post
 from .appkeys import LOGINS, OIDC, SESSIONS, SETTINGS
 from .errors import BadRequest, SignInFailed
 from .identity import IDENTITY
@@ -136,7 +137,7 @@ async def _complete_sign_in(request: web.Request, attempt: LoginAttempt, code: s
     # A new session (and new cookie) at every sign-in: nothing from before sign-in carries over (fixation).
     session = await request.app[SESSIONS].start(request, signed_in)
     log.info("signed in %r (sub %r)", session.username, session.identity.sub)
-    return redirect(attempt.return_to)
+    return preserved_post.resume_page(request, attempt) if attempt.post else redirect(attempt.return_to)
 
 
 def _idp_error(request: web.Request, error: str) -> web.Response:

@@ -35,10 +35,12 @@ class LoginAttempt:
     verifier: str
     return_to: str
     started_at: float
+    post: bool = False  # a form POST was kept for after the sign-in (preserved_post)
 
     @classmethod
-    def new(cls, return_to: str, now: float) -> LoginAttempt:
-        return cls(secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64), return_to, now)
+    def new(cls, return_to: str, now: float, *, post: bool = False) -> LoginAttempt:
+        token = secrets.token_urlsafe
+        return cls(token(32), token(32), token(64), return_to, now, post)
 
     @property
     def code_challenge(self) -> str:
@@ -57,8 +59,8 @@ class LoginStates:
     def cookie_name(self, state: str) -> str:
         return self._prefix + hashlib.sha256(state.encode()).hexdigest()[:16]
 
-    def new(self, return_to: str) -> LoginAttempt:
-        return LoginAttempt.new(return_to, self._clock())
+    def new(self, return_to: str, *, post: bool = False) -> LoginAttempt:
+        return LoginAttempt.new(return_to, self._clock(), post=post)
 
     def remember(self, request: web.Request, response: web.StreamResponse, attempt: LoginAttempt) -> None:
         """Store ``attempt`` in its cookie and expire the oldest pending ones beyond the bound."""

@@ -6,6 +6,7 @@ browser fails the run instead, so CI cannot pass without having run them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -97,3 +98,36 @@ def test_bob_is_refused_the_admins_page(page, stack: Stack) -> None:  # type: ig
     sign_in(page, stack, "/admin", "bob", "bob-password")
     assert "403: admins only" in page.inner_text("h1")
     assert "bob" in page.inner_text("#message")
+
+
+@pytest.fixture(scope="module")
+def kept_post(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway that keeps form POSTs through a sign-in (GATEWAY_PRESERVE_POST_LIMIT)."""
+    running = Stack.start(tmp_path_factory.mktemp("post"), gateway_env={"GATEWAY_PRESERVE_POST_LIMIT": "1KiB"})
+    yield running
+    running.stop()
+
+
+def test_a_form_sent_after_the_session_ended_arrives_after_the_sign_in(page, kept_post: Stack) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{kept_post.url}/form")
+    page.wait_for_url(re.compile(r".*/login\?.*"))
+    page.fill("#signInFormUsername", "alice")
+    page.fill("#signInFormPassword", "alice-password")
+    page.click("#signInSubmitButton")
+    page.wait_for_url(f"{kept_post.url}/form")
+    page.fill("#title", "Quarterly report")
+    page.fill("#note", "Typed for ten minutes & then the session ran out: <keep me>")
+    page.context.clear_cookies()  # the session ends while the page is open (and the IdP's session too)
+    page.click("#send")
+    page.wait_for_url(re.compile(r".*/login\?.*"))
+    page.fill("#signInFormUsername", "alice")
+    page.fill("#signInFormPassword", "alice-password")
+    page.click("#signInSubmitButton")
+    page.wait_for_url(f"{kept_post.url}/api/form")
+    echoed = json.loads(page.inner_text("body"))
+    assert echoed["method"] == "POST"
+    assert echoed["fields"] == [
+        ["title", "Quarterly report"],
+        ["note", "Typed for ten minutes & then the session ran out: <keep me>"],
+    ]
+    assert "POST /api/form" in kept_post.upstream.output()

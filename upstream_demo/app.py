@@ -46,6 +46,11 @@ def _groups() -> list[str]:
     return [g for g in request.headers.get("X-Forwarded-Groups", "").split(",") if g]
 
 
+_FORM_PAGE = """<!doctype html><html lang=en><head><meta charset=utf-8><title>Form</title></head><body>
+<form method=post action="/api/form"><input name=title id=title><textarea name=note id=note></textarea>
+<button type=submit id=send>Send</button></form></body></html>"""
+
+
 def create_app() -> Flask:
     app = Flask("upstream_demo")
 
@@ -129,6 +134,16 @@ def create_app() -> Flask:
         response.set_cookie("app_cookie", "one", httponly=True)
         response.headers.add("Set-Cookie", "app_other=two; Path=/")
         return response
+
+    @app.get("/form")
+    def form_page() -> str:
+        """A form that posts to /api/form: the page a person fills in while their session runs out."""
+        return render_template_string(_FORM_PAGE)
+
+    @app.post("/api/form")
+    def form_echo() -> Response:
+        """The posted form fields, for the test that a form sent on an expired session is not lost."""
+        return jsonify(method=request.method, fields=[[k, v] for k, v in request.form.items(multi=True)])
 
     @app.get("/api/set-cookie")
     def set_cookie() -> Response:
