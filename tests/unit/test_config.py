@@ -12,7 +12,7 @@ import pytest
 from gateway.config import ConfigError, Settings
 from gateway.env_reader import parse_duration
 
-from .support import ROOT
+from ..support import ROOT
 
 SECRET = "dnZ/js812RQDSb1Qdi0JioX6KnZx3KBKhqAh67NUdZQ="
 MINIMAL = {
