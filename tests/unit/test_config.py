@@ -1,4 +1,7 @@
-"""Configuration: every variable parsed and validated, every problem reported at once, no secret ever shown."""
+"""gateway.config: every variable parsed and validated, every problem reported at once, no secret ever shown.
+
+The last test runs ``python -m gateway`` for real: what the process makes of a ConfigError (exit 2, one report).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import sys
 
 import pytest
 
+from gateway.access import Policy
 from gateway.config import ConfigError, Settings
 from gateway.env_reader import parse_duration
+from gateway.identity import ClaimNames
 
 from ..support import ROOT
 
@@ -120,6 +125,134 @@ def test_samesite_none_needs_secure_cookies() -> None:
     env = {**MINIMAL, "GATEWAY_PUBLIC_URL": "http://localhost:8000", "GATEWAY_COOKIE_SAMESITE": "none"}
     with pytest.raises(ConfigError, match="GATEWAY_COOKIE_SAMESITE"):
         Settings.from_env(env)
+
+
+def problems(**env: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, **env})
+    return str(caught.value)
+
+
+# Access: GATEWAY_RULES, GATEWAY_PUBLIC_PATHS, GATEWAY_ALLOWED_*, GATEWAY_API_CLIENT_IDS --------------------------
+def test_without_access_variables_every_path_needs_a_sign_in_and_bearer_tokens_are_off() -> None:
+    access = Settings.from_env(MINIMAL).access
+    assert access.rules.policy_for("/anything") == Policy("authenticated")
+    assert access.api_client_ids == frozenset() and access.skip_auth_preflight is False
+
+
+def test_rules_and_public_paths_make_the_rule_table() -> None:
+    env = {
+        **MINIMAL,
+        "GATEWAY_PUBLIC_PATHS": "/health, /static/",
+        "GATEWAY_RULES": "/admin/=group:admins;/static/=deny",
+    }
+    rules = Settings.from_env(env).access.rules
+    assert rules.policy_for("/health") == Policy("public")
+    assert rules.policy_for("/admin/x") == Policy("group", groups=frozenset({"admins"}))
+    assert rules.policy_for("/static/x") == Policy("deny"), "GATEWAY_RULES override GATEWAY_PUBLIC_PATHS"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("/admin", "'/admin' is not PATH=POLICY"),
+        ("admin=public", "PATH starting with /"),
+        ("/admin=admins", "unknown policy 'admins'"),
+        ("/admin=group:", "group takes one or more values"),
+        ("/x=public:yes", "public takes no values"),
+    ],
+)
+def test_a_bad_rule_is_reported_naming_the_variable_and_the_entry(value: str, reason: str) -> None:
+    message = problems(GATEWAY_RULES=f"/ok=public;{value}")
+    assert f"GATEWAY_RULES: {value!r}" in message and reason in message
+
+
+def test_a_relative_public_path_is_reported_naming_the_variable() -> None:
+    assert "GATEWAY_PUBLIC_PATHS: 'health' must start with /" in problems(GATEWAY_PUBLIC_PATHS="/ok,health")
+
+
+def test_rule_problems_are_reported_with_the_others() -> None:
+    message = problems(GATEWAY_RULES="/x=nobody", GATEWAY_PUBLIC_PATHS="x", GATEWAY_LOG_LEVEL="chatty")
+    assert all(name in message for name in ("GATEWAY_RULES", "GATEWAY_PUBLIC_PATHS", "GATEWAY_LOG_LEVEL"))
+
+
+def test_allowed_groups_and_email_domains_make_the_global_policy() -> None:
+    env = {**MINIMAL, "GATEWAY_ALLOWED_GROUPS": "staff, ops", "GATEWAY_ALLOWED_EMAIL_DOMAINS": "@Example.com,b.org"}
+    assert Settings.from_env(env).access.rules.policy_for("/x") == Policy(
+        "authenticated", groups=frozenset({"staff", "ops"}), email_domains=frozenset({"example.com", "b.org"})
+    )
+
+
+def test_api_client_ids_turn_bearer_tokens_on_for_those_clients() -> None:
+    access = Settings.from_env({**MINIMAL, "GATEWAY_API_CLIENT_IDS": " app , bot ,"}).access
+    assert access.api_client_ids == frozenset({"app", "bot"})
+
+
+def test_skip_auth_preflight_is_a_strict_boolean() -> None:
+    assert Settings.from_env({**MINIMAL, "GATEWAY_SKIP_AUTH_PREFLIGHT": "true"}).access.skip_auth_preflight
+    assert "GATEWAY_SKIP_AUTH_PREFLIGHT: 'sometimes' is not true or false" in problems(
+        GATEWAY_SKIP_AUTH_PREFLIGHT="sometimes"
+    )
+
+
+# The provider: GATEWAY_PROVIDER and its default --------------------------------------------------------------------
+def _without_pool(**env: str) -> dict[str, str]:
+    return {**{k: v for k, v in MINIMAL.items() if k != "COGNITO_USER_POOL_ID"}, **env}
+
+
+def test_a_pool_id_means_cognito() -> None:
+    assert Settings.from_env(MINIMAL).provider.kind == "cognito"
+
+
+def test_a_cognito_idp_issuer_means_cognito() -> None:
+    env = _without_pool(COGNITO_ISSUER="https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123xyz")
+    assert Settings.from_env(env).provider.kind == "cognito"
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["https://login.example.com/realms/main", "https://cognito-idp.eu-west-1.amazonaws.com.evil.example/pool"],
+)
+def test_any_other_issuer_means_oidc(issuer: str) -> None:
+    assert Settings.from_env(_without_pool(COGNITO_ISSUER=issuer)).provider.kind == "oidc"
+
+
+def test_gateway_provider_overrides_the_guess() -> None:
+    env = _without_pool(COGNITO_ISSUER="http://localhost:9000/local_devpool1", GATEWAY_PROVIDER="Cognito")
+    assert Settings.from_env(env).provider.kind == "cognito"
+    assert Settings.from_env({**MINIMAL, "GATEWAY_PROVIDER": "oidc"}).provider.kind == "oidc"
+
+
+def test_an_unknown_provider_is_reported() -> None:
+    assert "GATEWAY_PROVIDER: 'okta' is not cognito or oidc" in problems(GATEWAY_PROVIDER="okta")
+
+
+def test_the_groups_scope_is_refused_for_cognito_only() -> None:
+    assert "GATEWAY_SCOPES: Cognito rejects the 'groups' scope" in problems(GATEWAY_SCOPES="openid groups")
+    env = _without_pool(COGNITO_ISSUER="https://login.example.com/realms/main", GATEWAY_SCOPES="openid groups")
+    assert Settings.from_env(env).provider.scopes == ("openid", "groups")
+
+
+# Claims: GATEWAY_USER_CLAIM, GATEWAY_GROUPS_CLAIM, GATEWAY_EMAIL_CLAIM ---------------------------------------------
+def test_the_claims_default_to_cognitos() -> None:
+    assert Settings.from_env(MINIMAL).provider.claims == ClaimNames(
+        ("cognito:username", "sub"), "cognito:groups", "email"
+    )
+
+
+def test_a_user_claim_falls_back_to_sub() -> None:
+    env = {**MINIMAL, "GATEWAY_USER_CLAIM": "preferred_username"}
+    assert Settings.from_env(env).provider.claims.user == ("preferred_username", "sub")
+
+
+def test_sub_as_the_user_claim_is_sub_alone() -> None:
+    assert Settings.from_env({**MINIMAL, "GATEWAY_USER_CLAIM": "sub"}).provider.claims.user == ("sub",)
+
+
+def test_groups_and_email_claims() -> None:
+    env = {**MINIMAL, "GATEWAY_GROUPS_CLAIM": "roles", "GATEWAY_EMAIL_CLAIM": "mail"}
+    claims = Settings.from_env(env).provider.claims
+    assert (claims.groups, claims.email) == ("roles", "mail")
 
 
 def test_bad_configuration_exits_2_with_one_report_and_no_secret() -> None:
