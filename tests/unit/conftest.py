@@ -6,6 +6,7 @@ aiohttp's ``make_mocked_request``, and move time only with ``FakeClock.advance``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,8 +17,8 @@ from ..support import FakeClock
 
 @pytest.fixture
 def clock() -> FakeClock:
-    """The time every module under test reads; starts at the wall clock's now and moves only when told."""
-    return FakeClock()
+    """The time every module under test reads: the wall clock's now, to the whole second, then only as told."""
+    return FakeClock(start=float(int(time.time())))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from http.cookies import Morsel
 
 import pytest
@@ -26,6 +27,9 @@ from ..support import FakeClock
 from .factories import COOKIE, expired, identity, new_key, request, session_settings, set_cookies, user_session
 
 TOKEN_LIFETIME = 3600  # what the stand-in IdP gives a refreshed token
+WAIT = (
+    10  # seconds (real ones) before a test that waits for a step gives up, so that a broken refresh fails, never hangs
+)
 
 
 class FakeOidc:
@@ -37,9 +41,14 @@ class FakeOidc:
         self.error: Exception | None = None
         self.identity: Identity | None = None  # None: the refresh says nothing new about the user
         self.refresh_token: str | None = None  # Cognito sends none on refresh
+        self.called = asyncio.Event()  # set at the first call
+        self.gate: asyncio.Event | None = None  # when set by a test, each call waits for it to open
 
     async def refresh(self, refresh_token: str, *, sub: str) -> SignedIn:
         self.calls.append((refresh_token, sub))
+        self.called.set()
+        if self.gate is not None:
+            await self.gate.wait()
         # A round trip to the IdP: other requests of a burst run meanwhile.
         for _ in range(3):
             await asyncio.sleep(0)
@@ -377,6 +386,18 @@ async def test_a_refreshed_cookie_goes_out_with_a_streamed_responses_headers(
 
 
 # Across replicas, with the Redis backend ---------------------------------------------------------------------------
+class WatchedRedisBackend(RedisBackend):
+    """A RedisBackend that says when a refresh asks for its lock."""
+
+    def __init__(self, settings: SessionSettings, clock: FakeClock) -> None:
+        super().__init__(settings, clock)
+        self.lock_asked = asyncio.Event()
+
+    def lock(self, session: UserSession) -> AbstractAsyncContextManager[None]:
+        self.lock_asked.set()
+        return super().lock(session)
+
+
 @pytest.fixture
 async def redis_managers(
     redis_server: RedisServer, idp: FakeOidc, clock: FakeClock
@@ -384,19 +405,27 @@ async def redis_managers(
     """Two replicas: two managers with their own Redis clients on one server, one secret, one IdP."""
     redis_server.cli("FLUSHALL")
     settings = session_settings(store="redis", redis_url=redis_server.url)
-    replicas = tuple(manager_for(idp, clock, settings, RedisBackend(settings, clock)) for _ in range(2))
-    yield replicas  # type: ignore[misc]
-    for replica in replicas:
+    first, second = (manager_for(idp, clock, settings, WatchedRedisBackend(settings, clock)) for _ in range(2))
+    yield first, second
+    for replica in (first, second):
         await replica.backend.close()
 
 
-async def test_a_burst_over_two_replicas_with_redis_makes_one_refresh_call(
+async def test_a_replica_waits_for_another_replicas_refresh_and_uses_it(
     redis_managers: tuple[SessionManager, SessionManager], idp: FakeOidc, clock: FakeClock
 ) -> None:
     first, second = redis_managers
     browser = await cookies_of(first, user_session(clock()))
     clock.advance(TOKEN_LIFETIME - 100)
-    sessions = await asyncio.gather(*(m.current(request(cookies=browser)) for m in (first, second) * 10))
+    idp.gate = asyncio.Event()
+    refreshing = asyncio.ensure_future(first.current(request(cookies=browser)))
+    await asyncio.wait_for(idp.called.wait(), WAIT)  # the first replica holds the lock and is at the IdP
+    waiting = asyncio.ensure_future(second.current(request(cookies=browser)))
+    watched = second.backend
+    assert isinstance(watched, WatchedRedisBackend)
+    await asyncio.wait_for(watched.lock_asked.wait(), WAIT)  # the second loaded the old session, due, too
+    idp.gate.set()
+    sessions = await asyncio.wait_for(asyncio.gather(refreshing, waiting), WAIT)
     assert len(idp.calls) == 1, "the Redis lock, then a reload: the second replica finds the refreshed session"
     assert {s.token_expires_at for s in sessions if s is not None} == {int(clock()) + TOKEN_LIFETIME}
 
