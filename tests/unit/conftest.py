@@ -7,12 +7,14 @@ aiohttp's ``make_mocked_request``, and move time only with ``FakeClock.advance``
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from ..cluster import RedisServer
 from ..support import FakeClock
+from .pipeline import Pipeline, build_app
 
 
 @pytest.fixture
@@ -27,3 +29,14 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def pipeline(aiohttp_client: Any, clock: FakeClock) -> Callable[..., Awaitable[Pipeline]]:
+    """``await pipeline(rules=..., public=...)``: the gateway's middlewares in front of an echo handler, served."""
+
+    async def start(**options: Any) -> Pipeline:
+        app, sessions = build_app(clock, **options)
+        return Pipeline(await aiohttp_client(app), sessions, clock)
+
+    return start
