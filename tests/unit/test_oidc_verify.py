@@ -11,7 +11,7 @@ from typing import Any, cast
 import jwt
 import pytest
 
-from dev_idp.keys import PoolKeys
+from dev_idp.keys import PoolKeys, SigningKey
 from gateway.config import ProviderSettings
 from gateway.errors import InvalidToken
 from gateway.oidc.jwks import JwksCache
@@ -47,34 +47,19 @@ def verifier(clock: FakeClock, **changes: Any) -> TokenVerifier:
     return TokenVerifier(settings, clock)
 
 
+def _signed(key: SigningKey, now: float, claims: dict[str, Any]) -> str:
+    """The token ``key`` signs: the common claims at ``now``, then ``claims`` (a None value drops the claim)."""
+    merged = {"sub": "sub-1", "iss": ISSUER, "iat": int(now), "exp": int(now) + 3600, **claims}
+    payload = {k: v for k, v in merged.items() if v is not None}
+    return jwt.encode(payload, key.private_key, algorithm="RS256", headers={"kid": key.kid})
+
+
 def id_token(keys: PoolKeys, now: float, **changes: Any) -> str:
-    claims = {
-        "sub": "sub-1",
-        "iss": ISSUER,
-        "aud": "gateway",
-        "token_use": "id",
-        "iat": int(now),
-        "exp": int(now) + 3600,
-        "nonce": NONCE,
-        **changes,
-    }
-    payload = {k: v for k, v in claims.items() if v is not None}
-    return jwt.encode(payload, keys.id_token.private_key, algorithm="RS256", headers={"kid": keys.id_token.kid})
+    return _signed(keys.id_token, now, {"aud": "gateway", "token_use": "id", "nonce": NONCE, **changes})
 
 
 def access_token(keys: PoolKeys, now: float, **changes: Any) -> str:
-    claims = {
-        "sub": "sub-1",
-        "iss": ISSUER,
-        "client_id": "gateway",
-        "token_use": "access",
-        "iat": int(now),
-        "exp": int(now) + 3600,
-        **changes,
-    }
-    payload = {k: v for k, v in claims.items() if v is not None}
-    key = keys.access_token
-    return jwt.encode(payload, key.private_key, algorithm="RS256", headers={"kid": key.kid})
+    return _signed(keys.access_token, now, {"client_id": "gateway", "token_use": "access", **changes})
 
 
 async def verify_id(
@@ -178,18 +163,16 @@ async def test_a_cognito_access_token_passes(jwks: JwksCache, pool_keys: PoolKey
     assert claims["client_id"] == "gateway"
 
 
-async def test_an_id_token_is_never_an_access_token(jwks: JwksCache, pool_keys: PoolKeys, clock: FakeClock) -> None:
-    token = access_token(pool_keys, clock(), token_use="id")
-    with pytest.raises(InvalidToken, match="token_use is not access"):
-        await verifier(clock).verify_access_token(jwks, token)
-
-
-async def test_an_access_token_of_another_client_is_refused(
-    jwks: JwksCache, pool_keys: PoolKeys, clock: FakeClock
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [({"token_use": "id"}, "token_use is not access"), ({"client_id": "other-app"}, "issued to another client")],
+    ids=["an-id-token", "another-clients"],
+)
+async def test_a_cognito_access_token_must_be_one_and_ours(
+    jwks: JwksCache, pool_keys: PoolKeys, clock: FakeClock, changes: dict[str, str], reason: str
 ) -> None:
-    token = access_token(pool_keys, clock(), client_id="other-app")
-    with pytest.raises(InvalidToken, match="issued to another client"):
-        await verifier(clock).verify_access_token(jwks, token)
+    with pytest.raises(InvalidToken, match=reason):
+        await verifier(clock).verify_access_token(jwks, access_token(pool_keys, clock(), **changes))
 
 
 async def test_bearer_tokens_are_checked_against_the_api_client_ids(

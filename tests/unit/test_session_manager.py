@@ -94,6 +94,23 @@ async def answered(manager: SessionManager, req: web.Request) -> dict[str, Morse
     return set_cookies(response)
 
 
+async def rewritten(manager: SessionManager, req: web.Request) -> dict[str, str]:
+    """The cookie values the response to ``req`` sets."""
+    return {name: morsel.value for name, morsel in (await answered(manager, req)).items()}
+
+
+async def browse(
+    manager: SessionManager, clock: FakeClock, browser: dict[str, str], *, every: int, times: int
+) -> dict[str, str]:
+    """A request every ``every`` seconds, ``times`` times, each one signed in; returns the browser's cookies after."""
+    for _ in range(times):
+        clock.advance(every)
+        req = request(cookies=browser)
+        assert await manager.current(req) is not None
+        browser = browser | await rewritten(manager, req)
+    return browser
+
+
 async def loaded(manager: SessionManager, cookies: dict[str, str]) -> UserSession | None:
     found = await manager.backend.load(manager.cookies.read(request(cookies=cookies)) or "")
     return found.session if found is not None else None
@@ -127,8 +144,7 @@ async def test_the_refreshed_session_goes_to_the_browser(manager: SessionManager
     clock.advance(TOKEN_LIFETIME)
     req = request(cookies=browser)
     await manager.current(req)
-    rewritten = {name: m.value for name, m in (await answered(manager, req)).items()}
-    session = await loaded(manager, rewritten)
+    session = await loaded(manager, await rewritten(manager, req))
     assert session is not None and session.token_expires_at == int(clock()) + TOKEN_LIFETIME
 
 
@@ -139,7 +155,7 @@ async def test_a_refreshed_session_is_not_refreshed_again(
     clock.advance(TOKEN_LIFETIME)
     req = request(cookies=browser)
     await manager.current(req)
-    browser = {name: m.value for name, m in (await answered(manager, req)).items()}
+    browser = await rewritten(manager, req)
     clock.advance(60)
     await manager.current(request(cookies=browser))
     assert len(idp.calls) == 1
@@ -276,21 +292,13 @@ async def test_a_replayed_cookie_is_refused_after_the_idle_timeout(idp: FakeOidc
 async def test_activity_keeps_a_session_past_the_idle_timeout(idp: FakeOidc, clock: FakeClock) -> None:
     manager = manager_for(idp, clock, session_settings(idle_timeout=600))
     browser = await cookies_of(manager, user_session(clock()))
-    for _ in range(4):
-        clock.advance(500)
-        req = request(cookies=browser)
-        assert await manager.current(req) is not None
-        browser |= {name: m.value for name, m in (await answered(manager, req)).items()}
+    await browse(manager, clock, browser, every=500, times=4)
 
 
 async def test_the_absolute_lifetime_refuses_even_a_busy_session(idp: FakeOidc, clock: FakeClock) -> None:
     manager = manager_for(idp, clock, session_settings(lifetime=3600, idle_timeout=600))
     browser = await cookies_of(manager, user_session(clock()))
-    for _ in range(7):
-        clock.advance(500)
-        req = request(cookies=browser)
-        assert await manager.current(req) is not None
-        browser |= {name: m.value for name, m in (await answered(manager, req)).items()}
+    browser = await browse(manager, clock, browser, every=500, times=7)
     clock.advance(100)  # 3600 s after sign-in, last seen 100 s ago
     assert await manager.current(request(cookies=browser)) is None
 
@@ -313,7 +321,7 @@ async def test_last_seen_is_rewritten_once_the_touch_interval_has_passed(
     clock.advance(settings.touch_interval)
     req = request(cookies=browser)
     await manager.current(req)
-    session = await loaded(manager, {name: m.value for name, m in (await answered(manager, req)).items()})
+    session = await loaded(manager, await rewritten(manager, req))
     assert session is not None and session.last_seen == int(clock())
 
 
@@ -324,8 +332,8 @@ async def test_a_session_read_under_an_old_secret_is_rewritten_under_the_first(i
     rotated = manager_for(idp, clock, session_settings(keys=(new, old)))
     req = request(cookies=browser)
     assert await rotated.current(req) is not None
-    rewritten = {name: m.value for name, m in (await answered(rotated, req)).items()}
-    assert await loaded(manager_for(idp, clock, session_settings(keys=(new,))), rewritten) is not None
+    new_only = manager_for(idp, clock, session_settings(keys=(new,)))
+    assert await loaded(new_only, await rewritten(rotated, req)) is not None
 
 
 async def test_a_session_under_the_first_secret_is_not_rewritten(idp: FakeOidc, clock: FakeClock) -> None:
@@ -381,8 +389,8 @@ async def test_a_refreshed_cookie_goes_out_with_a_streamed_responses_headers(
     await response.write(b"abc")
     sent_headers = req._payload_writer.write_headers.call_args.args[1]  # what went on the wire
     [set_cookie] = [v for k, v in sent_headers.items() if k.lower() == "set-cookie"]
-    rewritten = await loaded(manager, {COOKIE: set_cookie.split(";")[0].split("=", 1)[1]})
-    assert rewritten is not None and rewritten.token_expires_at == int(clock()) + TOKEN_LIFETIME
+    session = await loaded(manager, {COOKIE: set_cookie.split(";")[0].split("=", 1)[1]})
+    assert session is not None and session.token_expires_at == int(clock()) + TOKEN_LIFETIME
 
 
 # Across replicas, with the Redis backend ---------------------------------------------------------------------------
