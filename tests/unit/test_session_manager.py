@@ -8,6 +8,7 @@ import inspect
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from http.cookies import Morsel
+from typing import cast
 
 import pytest
 from aiohttp import web
@@ -27,9 +28,8 @@ from ..support import FakeClock
 from .factories import COOKIE, expired, identity, new_key, request, session_settings, set_cookies, user_session
 
 TOKEN_LIFETIME = 3600  # what the stand-in IdP gives a refreshed token
-WAIT = (
-    10  # seconds (real ones) before a test that waits for a step gives up, so that a broken refresh fails, never hangs
-)
+# Seconds (real ones) a test waits for a step of another task: a broken refresh then fails the test, never hangs it.
+WAIT = 10
 
 
 class FakeOidc:
@@ -66,7 +66,7 @@ def idp(clock: FakeClock) -> FakeOidc:
 def manager_for(
     idp: FakeOidc, clock: FakeClock, settings: SessionSettings, backend: SessionBackend | None = None
 ) -> SessionManager:
-    return SessionManager(backend or CookieBackend(settings), settings, oidc=idp, clock=clock)  # type: ignore[arg-type]
+    return SessionManager(backend or CookieBackend(settings), settings, oidc=cast(OidcClient, idp), clock=clock)
 
 
 @pytest.fixture
