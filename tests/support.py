@@ -29,10 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeClock:
-    """A clock tests move by hand: ``clock.advance(301)`` makes a five-minute code expire."""
+    """A clock tests move by hand: ``clock.advance(301)`` makes a five-minute code expire.
 
-    def __init__(self) -> None:
-        self.now = time.time()
+    It starts at the wall clock's now, or at ``start``; a whole second makes boundaries exact (``int(now)`` is now).
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
 
     def __call__(self) -> float:
         return self.now

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -130,8 +129,23 @@ async def test_health_and_readiness(stack: Stack) -> None:
             assert body["checks"] == {"identity_provider": "ok", "upstream": "ok", "session_store": "ok"}
 
 
-def test_stack_fixture_reads_the_real_banner(stack: Stack) -> None:
-    assert stack.env["COGNITO_CLIENT_ID"] == "gateway" and Path(".").exists()
+async def test_stack_fixture_reads_the_real_banner(stack: Stack) -> None:
+    """The variables the fixture read from dev_idp's banner name the running dev_idp and a client it accepts."""
+    env = stack.env
+    banner = stack.idp.process.output().splitlines()
+    for name in ("GATEWAY_PROVIDER", "COGNITO_ISSUER", "COGNITO_DOMAIN", "COGNITO_CLIENT_ID", "COGNITO_CLIENT_SECRET"):
+        assert f"{name}={env[name]}" in banner, name
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{env['COGNITO_ISSUER']}/.well-known/openid-configuration") as response:
+            discovery = await response.json()
+        assert discovery["issuer"] == env["COGNITO_ISSUER"]
+        assert discovery["token_endpoint"] == f"{env['COGNITO_DOMAIN']}/oauth2/token"
+        # The client's id and secret authenticate: the grant is refused for the client, not the client itself.
+        data = {"grant_type": "client_credentials"}
+        for secret, error in ((env["COGNITO_CLIENT_SECRET"], "unauthorized_client"), ("wrong", "invalid_client")):
+            auth = {"Authorization": aiohttp.encode_basic_auth(env["COGNITO_CLIENT_ID"], secret)}
+            async with client.post(discovery["token_endpoint"], data=data, headers=auth) as response:
+                assert (await response.json())["error"] == error, secret
 
 
 def test_container_healthcheck_follows_gateway_listen(stack: Stack) -> None:

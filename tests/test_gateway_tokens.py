@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -128,44 +129,93 @@ def _hs256_with_public_key(keys: PoolKeys, claims: dict[str, Any]) -> str:
     return f"{signing_input}.{b64(signature)}"
 
 
-@pytest.mark.parametrize(
-    ("make", "reason"),
-    [
-        (lambda idp: _none_token(id_claims(idp)), "alg none"),
-        (lambda idp: _hs256_with_public_key(idp.pool.keys, id_claims(idp)), "HS256 signed with the RSA public key"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp=int(time.time()) - 120)), "expired beyond leeway"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp=None)), "no exp"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp="9999999999")), "string exp"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, iat=int(time.time()) + 3600)), "iat in the future"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, iss="https://evil.example/pool")), "other issuer"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, aud="another-client")), "other audience"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, aud=None)), "no audience"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, aud=["gateway", "another-client"])), "other aud, no azp"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, azp="another-client")), "issued to another party"),
-        (
-            lambda idp: sign(idp.pool.keys, id_claims(idp, aud=["gateway", "api"], azp="another-client")),
-            "other aud, azp another party",
-        ),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, token_use="access")), "token_use access as ID"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, nonce="another-sign-in")), "nonce mismatch"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, nonce=None)), "no nonce"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, at_hash="AAAAAAAAAAAAAAAAAAAAAA")), "at_hash mismatch"),
-        (lambda idp: sign(load_or_create_keys(None), id_claims(idp)), "signed by a key that is not the IdP's"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp), kid="unknown-kid"), "unknown kid"),
-        (lambda idp: "not.a.jwt", "garbage"),
-        (lambda idp: "", "empty"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp=1e300)), "exp of 1e300"),
-        (lambda idp: sign(idp.pool.keys, id_claims(idp, exp=int(time.time()) + 10 * 86400)), "exp in ten days"),
-        (
-            lambda idp: sign(idp.pool.keys, id_claims(idp, iat=int(time.time()) - 2 * 86400)),
-            "a lifetime of two days",
-        ),
-    ],
-)
-async def test_bad_id_tokens_are_refused(idp: InProcessIdp, jwks: JwksCache, make, reason: str) -> None:
+@pytest.fixture(scope="module")
+def foreign_keys() -> PoolKeys:
+    """Keys that are not the IdP's (another pool's, or an attacker's)."""
+    return load_or_create_keys(None)
+
+
+def _foreign_key_with_the_idps_kid(idp: InProcessIdp, foreign: PoolKeys) -> str:
+    """The IdP's kid, so the lookup finds the IdP's key and only the signature check can refuse it."""
+    claims = id_claims(idp)
+    return jwt.encode(
+        claims, foreign.id_token.private_key, algorithm="RS256", headers={"kid": idp.pool.keys.id_token.kid}
+    )
+
+
+# Each bad token, and the reason (InvalidToken's message) it must be refused for: a token refused for another
+# reason than its own would pass the check it is meant to exercise.
+BAD_ID_TOKENS = [
+    (lambda idp, _: _none_token(id_claims(idp)), "algorithm 'none' is not allowed"),
+    (lambda idp, _: _hs256_with_public_key(idp.pool.keys, id_claims(idp)), "algorithm 'HS256' is not allowed"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, exp=int(time.time()) - 120)), "the token has expired"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, exp=None)), 'missing the "exp" claim'),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, exp="9999999999")), "exp is not a number"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, iat=int(time.time()) + 3600)), "iat is in the future"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, iss="https://evil.example/pool")), "InvalidIssuerError"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, aud="another-client")), "InvalidAudienceError"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, aud=None)), 'missing the "aud" claim'),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, token_use="access")), "token_use is not id"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, nonce="another-sign-in")), "nonce does not match"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, nonce=None)), "nonce does not match"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, at_hash="AAAAAAAAAAAAAAAAAAAAAA")), "at_hash does not match"),
+    (_foreign_key_with_the_idps_kid, "InvalidSignatureError: Signature verification failed"),
+    (lambda idp, foreign: sign(foreign, id_claims(idp)), "no key with kid"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp), kid="unknown-kid"), "no key with kid 'unknown-kid'"),
+    (lambda idp, _: "not.a.jwt", "malformed token"),
+    (lambda idp, _: "", "malformed token"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, aud=["gateway", "another-client"])), "no azp"),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, azp="another-client")), "issued to another party"),
+    (
+        lambda idp, _: sign(idp.pool.keys, id_claims(idp, aud=["gateway", "api"], azp="another-client")),
+        "issued to another party",
+    ),
+    (lambda idp, _: sign(idp.pool.keys, id_claims(idp, exp=1e300)), "exceeds GATEWAY_MAX_TOKEN_LIFETIME"),
+    (
+        lambda idp, _: sign(idp.pool.keys, id_claims(idp, exp=int(time.time()) + 10 * 86400)),
+        "exceeds GATEWAY_MAX_TOKEN_LIFETIME",
+    ),
+    (
+        lambda idp, _: sign(idp.pool.keys, id_claims(idp, iat=int(time.time()) - 2 * 86400)),
+        "exceeds GATEWAY_MAX_TOKEN_LIFETIME",
+    ),
+]
+BAD_ID_TOKEN_IDS = [
+    "alg none",
+    "HS256 signed with the RSA public key",
+    "expired beyond leeway",
+    "no exp",
+    "string exp",
+    "iat in the future",
+    "other issuer",
+    "other audience",
+    "no audience",
+    "token_use access as ID",
+    "nonce mismatch",
+    "no nonce",
+    "at_hash mismatch",
+    "signed by a key that is not the IdP's, under the IdP's kid",
+    "signed by a key that is not the IdP's, under its own kid",
+    "unknown kid",
+    "garbage",
+    "empty",
+    "other aud, no azp",
+    "issued to another party",
+    "other aud, azp another party",
+    "exp of 1e300",
+    "exp in ten days",
+    "a lifetime of two days",
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), BAD_ID_TOKENS, ids=BAD_ID_TOKEN_IDS)
+async def test_bad_id_tokens_are_refused_for_their_reason(
+    idp: InProcessIdp, jwks: JwksCache, foreign_keys: PoolKeys, make, reason: str
+) -> None:
     verifier = TokenVerifier(settings_for(idp.issuer))
-    with pytest.raises(InvalidToken):
-        await verifier.verify_id_token(jwks, make(idp), nonce=NONCE, access_token="access-token")
+    access = sign(idp.pool.keys, access_claims(idp), which="access")
+    with pytest.raises(InvalidToken, match=re.escape(reason)):
+        await verifier.verify_id_token(jwks, make(idp, foreign_keys), nonce=NONCE, access_token=access)
 
 
 async def test_other_audiences_are_accepted_when_azp_is_this_client(idp: InProcessIdp, jwks: JwksCache) -> None:
@@ -184,17 +234,19 @@ async def test_small_clock_skew_is_tolerated(idp: InProcessIdp, jwks: JwksCache)
 
 
 @pytest.mark.parametrize(
-    ("changes", "which"),
+    ("changes", "reason"),
     [
-        ({"client_id": "another-client"}, "access"),
-        ({"token_use": "id"}, "access"),
-        ({"client_id": None}, "access"),
-        ({"exp": None}, "access"),
+        ({"client_id": "another-client"}, "access token was issued to another client"),
+        ({"token_use": "id"}, "token_use is not access"),
+        ({"client_id": None}, 'missing the "client_id" claim'),
+        ({"exp": None}, 'missing the "exp" claim'),
     ],
 )
-async def test_bad_access_tokens_are_refused(idp: InProcessIdp, jwks: JwksCache, changes: dict, which: str) -> None:
-    token = sign(idp.pool.keys, access_claims(idp, **changes), which=which)
-    with pytest.raises(InvalidToken):
+async def test_bad_access_tokens_are_refused_for_their_reason(
+    idp: InProcessIdp, jwks: JwksCache, changes: dict, reason: str
+) -> None:
+    token = sign(idp.pool.keys, access_claims(idp, **changes), which="access")
+    with pytest.raises(InvalidToken, match=re.escape(reason)):
         await TokenVerifier(settings_for(idp.issuer)).verify_access_token(jwks, token)
 
 

@@ -1,107 +1,140 @@
-"""Sessions that last: refresh with one token call per burst, refusal after a user is disabled, IdP blips, expiry
-enforced by the server, and secret rotation. dev_idp issues 6-second tokens here and the gateway refreshes them in
-their last 3 seconds."""
+"""Sessions that last: refresh with one token call per burst, the refreshed cookie through a streamed response,
+refusal after a user is disabled, IdP blips, expiry enforced by the server, and secret rotation.
+
+The refresh tests run the gateway, dev_idp and an upstream in this process (``in_process``) on one FakeClock, so
+a session reaches its refresh window with ``clock.advance`` instead of a sleep; dev_idp's tokens live an hour and
+the gateway refreshes them in their last GATEWAY_REFRESH_BEFORE (5 minutes). The expiry and rotation tests at the
+end forge cookies for the real processes of the shared stack. (The session manager's rules one by one are in
+tests/unit/test_session_manager.py; several replicas behind a balancer in tests/test_replicas.py.)
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from dev_idp.keys import PoolKeys
 from gateway.config import Settings
 
-from .cluster import Cluster
-from .stack import HTML, SESSION_SECRET, alice_session, fill_form, forged_cookie, start_gateway
+from .in_process import InProcessGateway, in_process_gateway
+from .stack import HTML, SESSION_SECRET, alice_session, browse_and_sign_in, forged_cookie, start_gateway
 from .support import free_port, new_browser
 
-TOKEN_TTL = 6
+TOKEN_TTL = 3600  # dev_idp's default access and ID token lifetime
+INTO_THE_WINDOW = TOKEN_TTL - 300  # seconds after sign-in when the session is due for a refresh
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster.start(tmp_path, replicas=1, token_ttl=TOKEN_TTL)
-    yield running
-    running.stop()
+async def gateway(pool_keys: PoolKeys) -> AsyncIterator[InProcessGateway]:
+    async with in_process_gateway(pool_keys) as running:
+        yield running
 
 
-async def test_a_burst_on_an_expiring_session_makes_one_token_call(cluster: Cluster) -> None:
-    cookies, issued = await cluster.sign_in()
-    url = f"http://127.0.0.1:{cluster.ports[0]}/api/whoami"
-    await asyncio.sleep(max(0, issued + TOKEN_TTL / 2 + 0.3 - time.time()))  # inside the refresh window
-    before = (await cluster.token_requests()).get("refresh_token", 0)
+async def signed_in(gateway: InProcessGateway, browser: aiohttp.ClientSession) -> dict[str, str]:
+    """Sign alice in through the hosted UI; returns the gateway's cookies (the session)."""
+    landed = await browse_and_sign_in(browser, f"{gateway.url}/")
+    assert landed.status == 200 and await landed.text() == "hello alice"
+    return {c.key: c.value for c in browser.cookie_jar if c.key.startswith("_cognito_gateway")}
+
+
+def session_cookie_set(response: aiohttp.ClientResponse) -> bool:
+    return any(c.startswith("_cognito_gateway=") for c in response.headers.getall("Set-Cookie", []))
+
+
+async def test_a_burst_on_an_expiring_session_makes_one_token_call(gateway: InProcessGateway) -> None:
+    async with new_browser() as browser:
+        cookies = await signed_in(gateway, browser)
+    gateway.clock.advance(INTO_THE_WINDOW)
+    before = gateway.token_requests()
     async with aiohttp.ClientSession(cookies=cookies, connector=aiohttp.TCPConnector(limit=0)) as client:
 
-        async def one() -> tuple[int, list[str]]:
-            async with client.get(url) as response:
+        async def one() -> tuple[int, bool]:
+            async with client.get(f"{gateway.url}/api/whoami") as response:
                 await response.read()
-                return response.status, response.headers.getall("Set-Cookie", [])
+                return response.status, session_cookie_set(response)
 
         results = await asyncio.gather(*(one() for _ in range(30)))
-    calls = (await cluster.token_requests()).get("refresh_token", 0) - before
-    print(f"token-endpoint refresh calls for a 30-request burst: {calls}")
     assert [status for status, _ in results] == [200] * 30
-    assert calls == 1
-    assert all(any(c.startswith("_cognito_gateway=") for c in set_cookies) for _, set_cookies in results), (
-        "every response of the burst carries the refreshed session"
-    )
+    assert gateway.token_requests() - before == 1
+    assert all(rewritten for _, rewritten in results), "every response of the burst carries the refreshed session"
 
 
-async def test_refreshed_cookie_reaches_the_browser_through_a_streamed_response(cluster: Cluster) -> None:
-    cookies, issued = await cluster.sign_in()
-    await asyncio.sleep(max(0, issued + TOKEN_TTL / 2 + 0.3 - time.time()))
-    base = f"http://127.0.0.1:{cluster.ports[0]}"
-    async with aiohttp.ClientSession(cookies=cookies, cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
-        async with browser.get(f"{base}/api/download", params={"size": "3000000"}) as response:
+async def test_refreshed_cookie_reaches_the_browser_through_a_streamed_response(gateway: InProcessGateway) -> None:
+    async with new_browser() as browser:
+        await signed_in(gateway, browser)
+        gateway.clock.advance(INTO_THE_WINDOW)
+        before = gateway.token_requests()
+        async with browser.get(f"{gateway.url}/api/download", params={"size": "3000000"}) as response:
             assert response.status == 200 and "chunked" not in response.headers.get("Transfer-Encoding", "")
-            assert any(c.startswith("_cognito_gateway=") for c in response.headers.getall("Set-Cookie"))
+            assert response.content_length == 3_000_000, "streamed through with the upstream's Content-Length"
+            assert session_cookie_set(response)
             assert len(await response.read()) == 3_000_000
-        before = (await cluster.token_requests()).get("refresh_token", 0)
-        async with browser.get(f"{base}/api/whoami") as response:
+        assert gateway.token_requests() - before == 1
+        gateway.clock.advance(60)
+        async with browser.get(f"{gateway.url}/api/whoami") as response:
             assert response.status == 200
-        assert (await cluster.token_requests()).get("refresh_token", 0) == before, "the new tokens were kept"
+        assert gateway.token_requests() - before == 1, "the browser kept the new tokens: no second refresh"
 
 
-async def test_disabled_user_is_refused_within_one_token_lifetime(cluster: Cluster) -> None:
-    cookies, _ = await cluster.sign_in()
-    base = f"http://127.0.0.1:{cluster.ports[0]}"
-    async with aiohttp.ClientSession(cookies=cookies) as client:
-        async with client.get(f"{base}/api/whoami") as response:
+async def test_disabled_user_is_refused_within_one_token_lifetime(
+    gateway: InProcessGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    async with new_browser() as browser:
+        await signed_in(gateway, browser)
+        await gateway.set_enabled("alice", False)
+        # Cookie sessions cannot be revoked: until the refresh window her tokens still stand.
+        gateway.clock.advance(INTO_THE_WINDOW - 1)
+        async with browser.get(f"{gateway.url}/api/whoami") as response:
             assert response.status == 200
-        await cluster.set_enabled("alice", False)
-        disabled_at = time.monotonic()
-        while True:
-            async with client.get(f"{base}/api/whoami") as response:
-                if response.status != 200:
-                    break
-            assert time.monotonic() - disabled_at < TOKEN_TTL + 2, "still signed in after a token lifetime"
-            await asyncio.sleep(0.1)
-        elapsed = time.monotonic() - disabled_at
-        print(f"disable -> first refused request: {elapsed:.1f} s (token lifetime {TOKEN_TTL} s)")
-        assert response.status == 401
-        seen_by_upstream = cluster.upstream.output().count("GET /api/whoami")
-        assert seen_by_upstream >= 2, "upstream_demo logs each request it serves"
+        seen_by_upstream = len(gateway.upstream.seen)
+        gateway.clock.advance(1)  # the refresh is due, and refused: well within the token lifetime
+        async with browser.get(f"{gateway.url}/api/whoami") as response:
+            assert response.status == 401
         for _ in range(3):
-            async with client.get(f"{base}/api/whoami") as response:
+            async with browser.get(f"{gateway.url}/api/whoami") as response:
                 assert response.status == 401
-        assert cluster.upstream.output().count("GET /api/whoami") == seen_by_upstream, "upstream never sees her again"
-        async with client.get(f"{base}/", headers=HTML, allow_redirects=False) as response:
+        assert len(gateway.upstream.seen) == seen_by_upstream, "the upstream never sees her again"
+        async with browser.get(f"{gateway.url}/", headers=HTML, allow_redirects=False) as response:
             assert response.status == 302 and "/oauth2/authorize" in response.headers["Location"]
-    assert "refresh refused (invalid_grant)" in cluster.gateways[0].output()
+    assert "refresh refused (invalid_grant)" in caplog.text
 
 
-async def test_an_idp_blip_signs_nobody_out(cluster: Cluster) -> None:
-    cookies, issued = await cluster.sign_in()
-    cluster.idp.process.stop()
-    await asyncio.sleep(max(0, issued + TOKEN_TTL / 2 + 0.3 - time.time()))
-    async with aiohttp.ClientSession(cookies=cookies) as client:
+async def test_an_idp_blip_signs_nobody_out(gateway: InProcessGateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway")
+    async with new_browser() as browser:
+        await signed_in(gateway, browser)
+        await gateway.stop_idp()
+        gateway.clock.advance(INTO_THE_WINDOW)
         for _ in range(3):
-            async with client.get(f"http://127.0.0.1:{cluster.ports[0]}/api/whoami") as response:
+            async with browser.get(f"{gateway.url}/api/whoami") as response:
                 assert response.status == 200, "within GATEWAY_REFRESH_GRACE the session goes on"
-    assert "keeping the session" in cluster.gateways[0].output()
+        assert "the IdP is unreachable; keeping the session" in caplog.text
+        grace = gateway.settings.session.refresh_grace
+        gateway.clock.advance(TOKEN_TTL - INTO_THE_WINDOW + grace)
+        async with browser.get(f"{gateway.url}/api/whoami") as response:
+            assert response.status == 401, "past the grace, tokens nobody could refresh end the session"
+
+
+async def test_sign_in_refresh_and_sign_out_in_a_browser_flow(gateway: InProcessGateway) -> None:
+    async with new_browser() as browser:
+        await signed_in(gateway, browser)
+        gateway.clock.advance(INTO_THE_WINDOW)
+        before = gateway.token_requests()
+        async with browser.get(f"{gateway.url}/api/whoami") as response:
+            assert response.status == 200
+            assert session_cookie_set(response), "the refreshed session is written back"
+        assert gateway.token_requests() - before == 1, "this request refreshed the tokens"
+        async with browser.get(f"{gateway.url}/oauth2/sign_out", allow_redirects=False) as response:
+            assert response.status == 302
+        async with browser.get(f"{gateway.url}/api/whoami") as response:
+            assert response.status == 401
 
 
 # Expiry and rotation on the shared stack ------------------------------------------------------------------------
@@ -147,20 +180,3 @@ async def test_rotating_the_secret_signs_nobody_out_and_rewrites_old_sessions(st
     finally:
         rotated.stop()
         only_new.stop()
-
-
-async def test_sign_in_refresh_and_sign_out_in_a_browser_flow(cluster: Cluster) -> None:
-    url = f"http://127.0.0.1:{cluster.ports[0]}"
-    async with new_browser() as browser:
-        # Through the gateway's own port: the balancer is not running in this test.
-        async with browser.get(f"{url}/", headers=HTML) as page:
-            back = await fill_form(browser, page, {"username": "alice", "password": "alice-password"}, follow=False)
-        async with browser.get(back.headers["Location"].replace(cluster.public_url, url), allow_redirects=False):
-            pass
-        await asyncio.sleep(TOKEN_TTL / 2 + 0.3)
-        async with browser.get(f"{url}/api/whoami") as response:
-            assert response.status == 200
-        async with browser.get(f"{url}/oauth2/sign_out", allow_redirects=False) as response:
-            assert response.status == 302
-        async with browser.get(f"{url}/api/whoami") as response:
-            assert response.status == 401
