@@ -46,11 +46,14 @@ class CookieAttributes:
         # come along; Strict would not.
         return cls(settings.domain, settings.secure, "None" if settings.samesite == "None" else "Lax")
 
-    def set(self, response: web.StreamResponse, name: str, value: str, *, max_age: int) -> None:
+    def set(
+        self, response: web.StreamResponse, name: str, value: str, *, max_age: int, expires: str | None = None
+    ) -> None:
         response.set_cookie(
             name,
             value,
             max_age=max_age,
+            expires=expires,
             path="/",
             domain=self.domain,
             secure=self.secure,
@@ -59,17 +62,7 @@ class CookieAttributes:
         )
 
     def expire(self, response: web.StreamResponse, name: str) -> None:
-        response.set_cookie(
-            name,
-            "",
-            max_age=0,
-            expires=_EPOCH,
-            path="/",
-            domain=self.domain,
-            secure=self.secure,
-            httponly=True,
-            samesite=self.samesite,
-        )
+        self.set(response, name, "", max_age=0, expires=_EPOCH)
 
 
 def cookie_pairs(values: Iterable[str]) -> list[tuple[str, str]]:
