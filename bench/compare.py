@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import shutil
 import signal
@@ -137,7 +138,7 @@ def plan(args: argparse.Namespace) -> list[Target]:
     ]
     checkouts = {"": gateways.ROOT}
     if args.baseline is not None:
-        checkouts[", baseline"] = args.baseline.resolve()
+        checkouts[BASELINE] = args.baseline.resolve()
     for store in _stores(args):
         for suffix, checkout in checkouts.items():
             name = f"gateway, {store} store{suffix}"
@@ -220,7 +221,8 @@ def verify(target: Target, shared: Stack) -> None:
             raise SystemExit(f"bench: {target.name} answered {status} {location!r} without a session")
 
 
-Rounds = dict[str, dict[str, list[float]]]  # target name → figure → one value per round
+Rounds = report.Rounds
+BASELINE = ", baseline"  # the suffix of a baseline gateway's row name
 
 
 def headers(target: Target) -> list[str]:
@@ -339,10 +341,10 @@ def summarise(targets: list[Target], rounds: Rounds, args: argparse.Namespace, f
     ]
     userinfo = "without userinfo (--apache-no-userinfo)" if args.apache_no_userinfo else "calls userinfo"
     lines.append(f"mod_auth_openidc at sign-in: {userinfo}; gateway extra env: {args.gateway_env or 'none'}")
-    gateway_stores = {t.name: t.store or "" for t in targets if t.kind == "gateway"}
-    lines += ["", "issue targets (gateway / mod_auth_openidc, same run):"]
-    lines += report.ratio_lines(PEER, gateway_stores, rounds)
-    baselines = {name: f"{name}, baseline" for name in gateway_stores if f"{name}, baseline" in rows}
+    ours = {t.name: t.store or "" for t in targets if t.kind == "gateway" and not t.name.endswith(BASELINE)}
+    lines += ["", "issue targets (gateway / mod_auth_openidc, same run; ratios of the medians):"]
+    lines += report.ratio_lines(PEER, ours, rounds, BASELINE)
+    baselines = {name: name + BASELINE for name in ours if name + BASELINE in rows}
     if baselines:
         lines += ["", "this checkout / baseline (ratios of medians):", *report.change_lines(baselines, rows)]
     lines += ["", "machine:", *[f"  {key}: {value}" for key, value in facts.items()]]
@@ -385,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             run_round(number, targets, shared, load, args, rounds)
         if args.profile:
             profile(next(t for t in targets if t.kind == "gateway"), shared, load, args.profile)
+    facts["load average at the end (1 min, the bench's own load included)"] = f"{os.getloadavg()[0]:.2f}"
     lines = summarise(targets, rounds, args, facts)
     lines += ["", f"command: {command}"]
     print("\n".join(lines))

@@ -11,6 +11,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -41,13 +42,30 @@ def git_revision(checkout: Path) -> str:
     return commit + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def busy_fraction(seconds: float = 1.0) -> float:
+    """How busy all CPUs are right now (0..1), from /proc/stat over ``seconds``: before the bench starts
+    anything, that is other people's work. The load average would be no use here: it decays over minutes and
+    still carries the previous run's load."""
+
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values[:8]), idle
+
+    total_before, idle_before = sample()
+    time.sleep(seconds)
+    total_after, idle_after = sample()
+    total = total_after - total_before
+    return 1 - (idle_after - idle_before) / total if total else 0.0
+
+
 def machine_facts() -> dict[str, str]:
-    load1, load5, _ = os.getloadavg()
+    busy = busy_fraction()
     return {
         "nproc": str(os.cpu_count()),
         "cpu": _cpu_model(),
         "kernel": platform.release(),
-        "load average at start (1 min, 5 min)": f"{load1:.2f}, {load5:.2f}",
+        "CPU busy before the run (others' work, 1 s sample)": f"{busy:.0%} of all CPUs",
         "apache2": _run(["/usr/sbin/apache2", "-v"]).removeprefix("Server version: "),
         "mod_auth_openidc (Debian package)": _package("libapache2-mod-auth-openidc"),
         "nginx": _run(["nginx", "-v"]).removeprefix("nginx version: "),

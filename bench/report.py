@@ -12,6 +12,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+Rounds = dict[str, dict[str, list[float]]]  # target name → figure → one value per round
+
 # column key, header, format
 COLUMNS = (
     ("rps", "req/s", "{:.0f}"),
@@ -68,28 +70,40 @@ def _cell(value: float | None, fmt: str) -> str:
     return "–" if value is None or math.isnan(value) else fmt.format(value)
 
 
-def ratio_lines(peer: str, gateways: dict[str, str], rounds: dict[str, dict[str, list[float]]]) -> list[str]:
-    """PASS/FAIL lines for each gateway target (name → session store) against the ``peer`` target."""
+def ratio_lines(peer: str, gateways: dict[str, str], rounds: Rounds, baseline_suffix: str) -> list[str]:
+    """PASS/FAIL per goal for each gateway of this checkout (name → session store) against ``peer``.
+
+    A baseline gateway's ratio, when there is one, goes in brackets on the same line: before/after at a glance.
+    """
     lines = []
     for goal in GOALS:
         for name, store in gateways.items():
             if goal.applies(store) and rounds[name].get(goal.key) and rounds[peer].get(goal.key):
-                lines.append(_ratio_line(goal, name, peer, rounds))
+                line = _ratio_line(goal, name, peer, rounds)
+                if rounds.get(name + baseline_suffix, {}).get(goal.key):
+                    line += f"; baseline {_ratio(rounds[name + baseline_suffix][goal.key], rounds[peer][goal.key]):.2f}"
+                lines.append(line + ")")
     return lines
 
 
-def _ratio_line(goal: Goal, name: str, peer: str, rounds: dict[str, dict[str, list[float]]]) -> str:
+def _ratio_line(goal: Goal, name: str, peer: str, rounds: Rounds) -> str:
     ours, theirs = rounds[name][goal.key], rounds[peer][goal.key]
-    ratio = statistics.median(ours) / statistics.median(theirs) if statistics.median(theirs) else math.nan
+    ratio = _ratio(ours, theirs)
     per_round = [a / b for a, b in zip(ours, theirs, strict=False) if b] or [math.nan]
     verdict = "PASS" if goal.met(ratio) else "FAIL"
     sign = "≥" if goal.higher_is_better else "≤"
     spread = f"rounds {min(per_round):.2f}–{max(per_round):.2f}"
-    return f"  {verdict}  {goal.label}: {name} / {peer} = {ratio:.2f} (target {sign} {goal.bound:g}; {spread})"
+    return f"  {verdict}  {goal.label}: {name} / {peer} = {ratio:.2f} (target {sign} {goal.bound:g}; {spread}"
+
+
+def _ratio(ours: list[float], theirs: list[float]) -> float:
+    """Ratio of the medians (the table's figures); NaN when the peer's median is 0."""
+    denominator = statistics.median(theirs)
+    return statistics.median(ours) / denominator if denominator else math.nan
 
 
 def change_lines(pairs: dict[str, str], rows: dict[str, dict[str, float]]) -> list[str]:
-    """This checkout / baseline for each column, so a before/after in one run reads at a glance."""
+    """This checkout / baseline for each column (for the ms columns, below 1 is better)."""
     lines = []
     for current, baseline in pairs.items():
         cells = []
