@@ -43,8 +43,12 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Side by side: nginx direct, a minimal aiohttp proxy, Apache + mod_auth_openidc and the gateway (cookie and Redis
+# stores), interleaved rounds (bench/README.md). Needs Debian's wrk, nginx, redis-server, apache2 and
+# libapache2-mod-auth-openidc. Options go through BENCH_ARGS, e.g. make bench BENCH_ARGS="--baseline ../prev".
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python bench/gateway_bench.py
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache $(PEER)/node_modules
