@@ -23,6 +23,7 @@ from .path_table import request_host
 log = logging.getLogger("gateway.proxy")
 
 CHUNK = 64 * 1024
+SMALL_BODY = 16 * 1024  # up to this, a response is read whole and sent with its head (one socket write)
 
 
 def _upstream_request(request: web.Request) -> tuple[URL, CIMultiDict[str]]:
@@ -70,8 +71,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         async with request.app[UPSTREAM_HTTP].request(
             request.method, url, headers=headers, data=data, allow_redirects=False
         ) as upstream:
+            headers = request.app[HEADERS].downstream(upstream.headers)
+            if _small(request, upstream):
+                return await _whole(upstream, headers)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(request.app[HEADERS].downstream(upstream.headers))
+            response.headers.extend(headers)
             await response.prepare(request)
             async for chunk in upstream.content.iter_chunked(CHUNK):
                 await response.write(chunk)
@@ -92,6 +96,18 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             )
             raise UpstreamUnavailable() from exc
         raise _abort(request, f"failed mid-response ({exc.__class__.__name__})") from exc
+
+
+def _small(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """A body the upstream sized at most SMALL_BODY bytes goes out with its head in one write, not streamed."""
+    length = upstream.content_length
+    return length is not None and length <= SMALL_BODY and request.method != "HEAD" and upstream.status >= 200
+
+
+async def _whole(upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]) -> web.Response:
+    body = await upstream.read()
+    headers.popall("Content-Length", None)  # set again from the body, which is exactly what the upstream sized
+    return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
 
 
 def _abort(request: web.Request, why: str) -> ConnectionResetError:
