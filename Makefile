@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # panva's oidc-provider for the OIDC peer tests, installed from its lock file (tests/oidc_peer.py says why).
 PEER := tests/oidc_peer
+# AWS's aws-jwt-verify, which checks the gateway's x-amzn-oidc-data as an app behind an ALB would (tests/alb_verify.py).
+ALB_VERIFY := tests/alb_verify
 
 .PHONY: demo test image-test lint format bench clean
 
@@ -22,6 +24,13 @@ $(PEER)/node_modules: $(PEER)/package-lock.json
 	  echo "no npm on this machine: the OIDC peer tests will not run (see tests/oidc_peer.py)"; \
 	fi
 
+$(ALB_VERIFY)/node_modules: $(ALB_VERIFY)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(ALB_VERIFY) --no-audit --no-fund && touch $@; \
+	else \
+	  echo "no npm on this machine: the aws-jwt-verify tests will not run (see tests/alb_verify.py)"; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
@@ -31,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/cfn-lint deploy/cloudformation/cognito.yaml
 
-test: lint $(PEER)/node_modules
+test: lint $(PEER)/node_modules $(ALB_VERIFY)/node_modules
 	$(BIN)/pytest
 
 # Builds the Dockerfile on a local Debian base (cached), runs the image, `docker compose up` and a browser sign-in.
@@ -51,4 +60,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache $(PEER)/node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(PEER)/node_modules $(ALB_VERIFY)/node_modules

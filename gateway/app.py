@@ -6,8 +6,9 @@ A request's path through the gateway, in order:
    ``request_hygiene`` refuses absolute-form targets and bad Host headers before anything else.
 2. ``IdentityMiddleware`` decides the path's rule, resolves the identity (Bearer token or session cookie, refreshed
    when due) into ``request[IDENTITY]``, and raises NeedsSignIn / Forbidden / InsufficientScope when the rule says no.
-3. The route's handler: a gateway endpoint (``endpoints``, ``health``) or ``proxy.proxy``, which streams the request
-   upstream with the identity's headers.
+3. The route's handler: a gateway endpoint (``endpoints``, ``health``, the public keys of ``signing_keys``) or
+   ``proxy.proxy``, which streams the request upstream with the identity's headers (``headers``; the signed
+   ``x-amzn-oidc-data`` of ``signed_identity``).
 4. ``on_response_prepare`` → ``SessionManager.write_cookies`` puts a new, refreshed or cleared session into the
    response's headers, streamed responses included.
 
@@ -41,6 +42,8 @@ from .request_hygiene import request_hygiene
 from .session_backends import CookieBackend, SessionBackend
 from .session_manager import SessionManager
 from .session_redis import RedisBackend
+from .signed_identity import IdentitySigner
+from .signing_keys import KeyEndpoints, SigningKeys, load_private_keys
 
 log = logging.getLogger("gateway")
 
@@ -109,11 +112,34 @@ async def _session_backend(app: web.Application) -> AsyncIterator[None]:
     await app[SESSIONS].backend.close()
 
 
+def _signer(settings: Settings) -> IdentitySigner:
+    """x-amzn-oidc-data's signer: keys from GATEWAY_SIGNING_KEY, else derived from every session secret."""
+    configured = settings.identity_headers.signing_key
+    if configured is not None:
+        keys = SigningKeys(load_private_keys(configured.reveal()))
+    else:
+        keys = SigningKeys.from_secrets(settings.session.keys)
+    return IdentitySigner(
+        keys,
+        signer_arn=settings.identity_headers.signer_arn,
+        issuer=settings.provider.issuer,
+        client_id=settings.provider.client_id,
+        groups_claim=settings.provider.claims.groups,
+    )
+
+
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
     oidc = OidcClient(settings.provider, clock=clock)
+    identity_headers = settings.identity_headers
     sessions = SessionManager(
-        _backend(settings, clock), settings.session, oidc=oidc, audience=settings.provider.audience, clock=clock
+        _backend(settings, clock),
+        settings.session,
+        oidc=oidc,
+        audience=settings.provider.audience,
+        clock=clock,
+        keep_access_token=identity_headers.pass_access_token,
     )
+    signer = _signer(settings)
     access = settings.access
     bearer = BearerTokens(oidc, access.api_client_ids) if access.api_client_ids else None
     # Each gateway endpoint's policy, by route name; None: it needs no identity at all.
@@ -127,6 +153,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         "auth": None,  # forward-auth decides on the original request itself
         "healthz": None,
         "readyz": None,
+        "signing_key": None,
+        "jwks": None,
     }
     identify = IdentityMiddleware(
         rules=access.rules,
@@ -143,14 +171,18 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         pass_host_header=settings.upstream.pass_host_header,
         pass_authorization=settings.upstream.pass_authorization,
         strip=settings.upstream.strip_headers,
+        families=identity_headers.families,
+        signer=signer if identity_headers.signed else None,
+        pass_access_token=identity_headers.pass_access_token,
+        clock=clock,
     )
     app.on_response_prepare.append(sessions.write_cookies)
     app.cleanup_ctx.extend([_session_backend, _upstream_connection, _idp_connection])
-    _routes(app.router, settings)
+    _routes(app.router, settings, KeyEndpoints(signer.keys))
     return app
 
 
-def _routes(router: web.UrlDispatcher, settings: Settings) -> None:
+def _routes(router: web.UrlDispatcher, settings: Settings, keys: KeyEndpoints) -> None:
     router.add_get(settings.callback_path, endpoints.callback, name="callback")
     router.add_get("/oauth2/sign_in", endpoints.sign_in, name="sign_in")
     router.add_route("*", "/oauth2/sign_out", endpoints.sign_out, name="sign_out")
@@ -160,4 +192,6 @@ def _routes(router: web.UrlDispatcher, settings: Settings) -> None:
     router.add_get("/oauth2/auth", forward_auth.auth, name="auth")
     router.add_get("/oauth2/healthz", health.healthz, name="healthz")
     router.add_get("/oauth2/readyz", health.readyz, name="readyz")
+    router.add_get("/oauth2/keys/{kid}", keys.pem, name="signing_key")
+    router.add_get("/oauth2/jwks.json", keys.jwks, name="jwks")
     router.add_route("*", "/{tail:.*}", proxy.proxy, name="proxy")

@@ -25,6 +25,7 @@ from .env_reader import EnvReader, parse_size
 from .identity import ClaimNames
 from .path_table import Entry, PathTable, split_target
 from .redirects import safe_redirect_path
+from .signing_keys import load_private_keys
 from .tls import pem_problems
 
 T = TypeVar("T")
@@ -33,6 +34,18 @@ _POOL_ID = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)_[0-9A-Za-z]+$")
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Signature algorithms a Cognito-style IdP may use. HS* (shared secrets) and "none" are never accepted.
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
+
+
+# The identity header families GATEWAY_IDENTITY_HEADERS can name (headers.py says which headers each one sends).
+IDENTITY_HEADER_FAMILIES = ("oauth2-proxy", "alb", "remote", "grafana")
+# GATEWAY_SIGNER_ARN's default: ALB-shaped (aws-jwt-verify refuses anything else), and plainly no real account's.
+DEFAULT_SIGNER_ARN = (
+    "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/cognito-gateway/0000000000000000"
+)
+_ALB_ARN = re.compile(
+    r"^arn:aws(?:-cn|-us-gov)?:elasticloadbalancing:[a-z]{2}-(?:gov-)?[a-z]+-\d:\d{12}:"
+    r"loadbalancer/app/[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?/[0-9a-f]{16}$"
+)
 
 
 class ConfigError(ValueError):
@@ -157,6 +170,17 @@ class UpstreamSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class IdentityHeaderSettings:
+    """Which identity headers the upstream gets, and how ``x-amzn-oidc-data`` is signed."""
+
+    families: frozenset[str] = frozenset({"oauth2-proxy", "alb"})  # GATEWAY_IDENTITY_HEADERS
+    signed: bool = True  # GATEWAY_SIGNED_HEADER: x-amzn-oidc-data (in the alb family)
+    signer_arn: str = DEFAULT_SIGNER_ARN  # GATEWAY_SIGNER_ARN: the header's "signer"
+    signing_key: Secret | None = None  # GATEWAY_SIGNING_KEY: PEM; None derives the keys from the session secrets
+    pass_access_token: bool = False  # GATEWAY_PASS_ACCESS_TOKEN
+
+
+@dataclasses.dataclass(frozen=True)
 class TlsSettings:
     """TLS the gateway serves itself (both files set) and the CAs an https upstream is verified against."""
 
@@ -183,6 +207,7 @@ class Settings:
     upstream: UpstreamSettings
     access: AccessSettings
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+    identity_headers: IdentityHeaderSettings = dataclasses.field(default_factory=IdentityHeaderSettings)
 
     @property
     def redirect_uri(self) -> str:
@@ -252,6 +277,7 @@ class _Parser(EnvReader):
         access = self.access()
         host, port = self.listen()
         tls = self.tls(public_url, port)
+        identity_headers = self.identity_headers()
         callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
         if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
             self.problems.append(
@@ -279,6 +305,7 @@ class _Parser(EnvReader):
             upstream=upstream,
             access=access,
             tls=tls,
+            identity_headers=identity_headers,
         )
 
     def issuer(self) -> tuple[URL | None, bool]:
@@ -475,6 +502,39 @@ class _Parser(EnvReader):
             return None
         return UpstreamSettings(
             url, connect_timeout, read_timeout, pass_host_header, pass_authorization, strip, routes=routes
+        )
+
+    def identity_headers(self) -> IdentityHeaderSettings:
+        families = self.listed("GATEWAY_IDENTITY_HEADERS") or IdentityHeaderSettings.families
+        families = frozenset(family.lower() for family in families)
+        unknown = sorted(families - set(IDENTITY_HEADER_FAMILIES))
+        if unknown:
+            self.problems.append(
+                f"GATEWAY_IDENTITY_HEADERS: {', '.join(map(repr, unknown))} not known; "
+                f"choose from {', '.join(IDENTITY_HEADER_FAMILIES)}"
+            )
+        signed = self.boolean("GATEWAY_SIGNED_HEADER", True)
+        if self.raw("GATEWAY_SIGNED_HEADER") is not None and signed and "alb" not in families:
+            self.problems.append("GATEWAY_SIGNED_HEADER: x-amzn-oidc-data is sent with the alb family only")
+        arn = self.raw("GATEWAY_SIGNER_ARN") or DEFAULT_SIGNER_ARN
+        if not _ALB_ARN.match(arn):
+            self.problems.append(
+                f"GATEWAY_SIGNER_ARN: {arn!r} is not an ALB ARN like "
+                "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/my-app/50dc6c495c0c9188"
+            )
+        key = self.raw("GATEWAY_SIGNING_KEY")
+        if key is not None:
+            try:
+                load_private_keys(key)
+            except ValueError as exc:
+                # SECURITY: the message says what is wrong with the key, never what it is.
+                self.problems.append(f"GATEWAY_SIGNING_KEY: {exc}")
+        return IdentityHeaderSettings(
+            families=families,
+            signed=signed,
+            signer_arn=arn,
+            signing_key=Secret(key) if key is not None else None,
+            pass_access_token=self.boolean("GATEWAY_PASS_ACCESS_TOKEN", False),
         )
 
     def listen(self) -> tuple[str, int]:

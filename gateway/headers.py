@@ -4,7 +4,9 @@ Inbound, these never reach the upstream as the client sent them: hop-by-hop head
 ``Connection``), anything that is or normalises to an identity or forwarding header of any well-known auth proxy
 (plus GATEWAY_STRIP_HEADERS), the client's own ``Authorization`` (unless it is the Bearer token the gateway
 verified, or GATEWAY_PASS_AUTHORIZATION), and the gateway's own cookies. Then the gateway adds the identity it
-verified. Outbound, a ``Set-Cookie`` for one of the gateway's cookies is dropped. Header names are compared after lower-casing
+verified, in the header families GATEWAY_IDENTITY_HEADERS names (every family is stripped from clients whether it
+is sent or not), built once per identity and kept ready (with its signed ``x-amzn-oidc-data``) until the signed
+header nears its expiry. Outbound, a ``Set-Cookie`` for one of the gateway's cookies is dropped. Header names are compared after lower-casing
 and mapping ``_`` and ``.`` to ``-``, because many servers (gunicorn, PHP, Rails via CGI) fold ``X_Forwarded_User``
 into the same variable as ``X-Forwarded-User``.
 """
@@ -12,13 +14,17 @@ into the same variable as ``X-Forwarded-User``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import math
+import time
+from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
+from cachetools import LRUCache
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .identity import Identity
 from .session_cookies import cookie_pairs, is_gateway_cookie
+from .signed_identity import RENEW_BEFORE, IdentitySigner
 
 HOP_BY_HOP = frozenset(
     {
@@ -34,15 +40,40 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Identity headers the gateway sets, in oauth2-proxy's and AWS ALB's names.
+# The identity headers the gateway sets, by family (GATEWAY_IDENTITY_HEADERS; README "Identity headers" says which
+# apps read which). oauth2-proxy's names:
 USER, EMAIL, GROUPS, PREFERRED_USERNAME = (
     "X-Forwarded-User",
     "X-Forwarded-Email",
     "X-Forwarded-Groups",
     "X-Forwarded-Preferred-Username",
 )
-AMZN_IDENTITY = "X-Amzn-Oidc-Identity"
+ACCESS_TOKEN = "X-Forwarded-Access-Token"  # noqa: S105 (a header name) with GATEWAY_PASS_ACCESS_TOKEN
 CLIENT_ID, SCOPES = "X-Forwarded-Client-Id", "X-Forwarded-Scopes"  # for Bearer-token requests
+# AWS ALB's (x-amzn-oidc-data is signed: signed_identity):
+AMZN_IDENTITY, AMZN_DATA, AMZN_ACCESS_TOKEN = "X-Amzn-Oidc-Identity", "X-Amzn-Oidc-Data", "X-Amzn-Oidc-Accesstoken"
+# Which claim goes into which header, per family; a claim the identity lacks is not sent.
+_FAMILY_HEADERS = {
+    "oauth2-proxy": (("user", USER), ("email", EMAIL), ("groups", GROUPS), ("preferred", PREFERRED_USERNAME)),
+    "alb": (("sub", AMZN_IDENTITY),),
+    # Authelia's and Authentik's names, which many apps read.
+    "remote": (
+        ("user", "Remote-User"),
+        ("groups", "Remote-Groups"),
+        ("email", "Remote-Email"),
+        ("name", "Remote-Name"),
+    ),
+    # Grafana's auth proxy: header_name and the headers = Email:… Name:… Groups:… of its documentation.
+    "grafana": (
+        ("user", "X-WEBAUTH-USER"),
+        ("email", "X-WEBAUTH-EMAIL"),
+        ("name", "X-WEBAUTH-NAME"),
+        ("groups", "X-WEBAUTH-GROUPS"),
+    ),
+}
+FAMILIES = tuple(_FAMILY_HEADERS)
+DEFAULT_FAMILIES = frozenset({"oauth2-proxy", "alb"})
+_CACHE_SIZE = 4096  # identities whose headers (and signed header) are kept ready; a few MB at most
 # SECURITY: names (normalised) and prefixes a client must never be able to send upstream: the identity headers of
 # every auth proxy an upstream might have been written for, and forwarding headers that could spoof the client's
 # origin. Who reads which (README, "Headers the upstream receives"):
@@ -123,21 +154,47 @@ def header_value(value: str, *, in_list: bool = False) -> str:
     return "%20" * lead + core + "%20" * (len(encoded) - len(core) - lead)
 
 
-def identity_headers(identity: Identity) -> list[tuple[str, str]]:
+def _claim_values(identity: Identity) -> dict[str, str]:
+    """A person's claims as header values, encoded once for every family."""
+    assert identity.username is not None
+    values = {"user": header_value(identity.username), "sub": header_value(identity.sub)}
+    if identity.email and identity.email_verified:
+        values["email"] = header_value(identity.email)
+    if identity.groups:
+        # Each group is encoded so the list splits back into exactly the user's groups.
+        values["groups"] = ",".join(header_value(g, in_list=True) for g in identity.groups)
+    if identity.preferred_username:
+        values["preferred"] = header_value(identity.preferred_username)
+    if identity.display_name:
+        values["name"] = header_value(identity.display_name)
+    return values
+
+
+def identity_headers(
+    identity: Identity,
+    families: frozenset[str] = DEFAULT_FAMILIES,
+    *,
+    signed: str | None = None,
+    access_token: bool = False,
+) -> list[tuple[str, str]]:
+    """The headers of ``families`` for ``identity``; ``signed`` is its x-amzn-oidc-data, ``access_token`` whether
+    its access token goes along (X-Forwarded-Access-Token, x-amzn-oidc-accesstoken)."""
     headers = []
-    if identity.via == "bearer":
+    if identity.via == "bearer" and "oauth2-proxy" in families:
         headers.append((CLIENT_ID, header_value(identity.client_id or "")))
         headers.append((SCOPES, " ".join(header_value(s, in_list=True) for s in sorted(identity.scopes))))
     if identity.username is None:
         return headers  # SECURITY: a machine client is never presented as a user
-    headers += [(USER, header_value(identity.username)), (AMZN_IDENTITY, header_value(identity.sub))]
-    if identity.email and identity.email_verified:
-        headers.append((EMAIL, header_value(identity.email)))
-    if identity.groups:
-        # Each group is encoded so the list splits back into exactly the user's groups.
-        headers.append((GROUPS, ",".join(header_value(g, in_list=True) for g in identity.groups)))
-    if identity.preferred_username:
-        headers.append((PREFERRED_USERNAME, header_value(identity.preferred_username)))
+    values = _claim_values(identity)
+    token = header_value(identity.access_token) if access_token and identity.access_token else None
+    for family in FAMILIES:
+        if family in families:
+            headers += [(name, values[claim]) for claim, name in _FAMILY_HEADERS[family] if claim in values]
+    if "alb" in families:
+        headers += [(AMZN_DATA, signed)] if signed is not None else []
+        headers += [(AMZN_ACCESS_TOKEN, token)] if token is not None else []
+    if "oauth2-proxy" in families and token is not None:
+        headers.append((ACCESS_TOKEN, token))
     return headers
 
 
@@ -151,7 +208,18 @@ class HeaderPolicy:
         pass_host_header: bool = True,
         pass_authorization: bool = False,
         strip: Iterable[str] = (),
+        families: frozenset[str] = DEFAULT_FAMILIES,
+        signer: IdentitySigner | None = None,
+        pass_access_token: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``signer``: signs x-amzn-oidc-data (None: not sent); ``pass_access_token``: GATEWAY_PASS_ACCESS_TOKEN."""
+        self._families = families
+        self._signer = signer if "alb" in families else None
+        self._pass_access_token = pass_access_token
+        self._clock = clock
+        # identity (with its access token when that is sent) -> (when to build them again, its headers)
+        self._ready: LRUCache[object, tuple[float, tuple[tuple[str, str], ...]]] = LRUCache(maxsize=_CACHE_SIZE)
         self._cookie_names = tuple(cookie_names)  # the session cookie's name (and its unprefixed form)
         self._pass_host = pass_host_header
         self._pass_authorization = pass_authorization
@@ -159,6 +227,23 @@ class HeaderPolicy:
         self._prefixes = _STRIPPED_PREFIXES + tuple(n[:-1] for n in extra if n.endswith("*"))
         self._names = _STRIPPED_NAMES | {n for n in extra if not n.endswith("*")}
         self._cookie_keys = tuple(normalise(name) for name in self._cookie_names)
+
+    def identity_headers(self, identity: Identity) -> tuple[tuple[str, str], ...]:
+        """The identity's headers, built (and x-amzn-oidc-data signed) once per identity and reused until the signed
+        header nears its expiry: on the hot path this is one cache lookup."""
+        key = (identity, identity.access_token) if self._pass_access_token else identity
+        now = self._clock()
+        ready = self._ready.get(key)
+        if ready is not None and now < ready[0]:
+            return ready[1]
+        signed, renew_at = None, math.inf
+        if self._signer is not None and identity.username is not None:
+            signed, exp = self._signer.sign(identity, now=now)
+            renew_at = exp - RENEW_BEFORE
+        headers = identity_headers(identity, self._families, signed=signed, access_token=self._pass_access_token)
+        built = tuple(headers)
+        self._ready[key] = (renew_at, built)
+        return built
 
     def is_gateway_cookie(self, name: str) -> bool:
         return any(is_gateway_cookie(name, prefix) for prefix in self._cookie_names)
@@ -185,7 +270,7 @@ class HeaderPolicy:
         if kept:
             outgoing["Cookie"] = "; ".join(kept)
         if identity is not None:
-            outgoing.extend(identity_headers(identity))
+            outgoing.extend(self.identity_headers(identity))
         return outgoing
 
     def downstream(self, upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:

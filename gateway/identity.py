@@ -44,6 +44,9 @@ class Identity:
     scopes: frozenset[str] = frozenset()  # OAuth scopes of the token that proves this identity
     client_id: str | None = None  # the OAuth client a Bearer token was issued to
     via: str = "session"  # "session" or "bearer"
+    display_name: str | None = None  # the "name" claim, for Remote-Name / X-WEBAUTH-NAME
+    # Kept only with GATEWAY_PASS_ACCESS_TOKEN: a credential, not part of who this is (no repr, no equality).
+    access_token: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def is_machine(self) -> bool:
@@ -104,6 +107,7 @@ def user_from_claims(claims: Mapping[str, Any], names: ClaimNames) -> Identity:
         email_verified=_verified(claims.get("email_verified", True)),
         groups=_groups(claims.get(names.groups)),
         preferred_username=_text(claims.get("preferred_username")),
+        display_name=_text(claims.get("name")),
     )
 
 

@@ -29,6 +29,7 @@ from cachetools import TTLCache
 
 from .config import SessionSettings
 from .errors import GatewayError, IdpUnavailable, InvalidToken, RefreshBusy, SignInFailed, TokenRejected
+from .identity import Identity
 from .oidc import OidcClient, SignedIn
 from .session_backends import SessionBackend
 from .session_cookies import SessionCookies
@@ -66,8 +67,11 @@ class SessionManager:
         oidc: OidcClient,
         audience: str,
         clock: Callable[[], float] = time.time,
+        keep_access_token: bool = False,
     ) -> None:
+        """``keep_access_token``: GATEWAY_PASS_ACCESS_TOKEN; the session then carries the access token."""
         self.backend = backend
+        self._keep_access_token = keep_access_token
         self._audience = audience
         self.cookies = SessionCookies(settings)
         self._settings = settings
@@ -125,7 +129,7 @@ class SessionManager:
         assert signed_in.identity is not None, "a sign-in always says who signed in"
         now = int(self._clock())
         session = UserSession(
-            identity=signed_in.identity,
+            identity=self._identity(signed_in, signed_in.identity),
             created_at=now,
             auth_time=signed_in.auth_time,
             token_expires_at=signed_in.expires_at,
@@ -199,6 +203,10 @@ class SessionManager:
             if isinstance(result, UserSession):
                 self._refreshed[key] = result
 
+    def _identity(self, signed_in: SignedIn, identity: Identity) -> Identity:
+        """The identity to keep: with the new access token when the upstream is to get it, else without any."""
+        return dataclasses.replace(identity, access_token=signed_in.access_token if self._keep_access_token else None)
+
     def _due(self, session: UserSession) -> bool:
         # Tokens that live no longer than GATEWAY_REFRESH_BEFORE (5 minutes, Keycloak's default and Cognito's
         # shortest, against a default of 300 s) would be due again as soon as they are refreshed, so every request
@@ -243,7 +251,7 @@ class SessionManager:
             await self.backend.delete(session)
             return ENDED
         refreshed = session.refreshed(
-            signed_in.identity or session.identity,
+            self._identity(signed_in, signed_in.identity or session.identity),
             token_expires_at=signed_in.expires_at,
             refresh_token=signed_in.refresh_token,
             token_lifetime=max(0, signed_in.expires_at - int(self._clock())),

@@ -1,7 +1,8 @@
 """What the gateway keeps about a signed-in user between requests, and its serialised form.
 
 ``UserSession`` holds only what the gateway needs: the verified identity (for the rules and the headers), times
-(creation, last use, token expiry) and the refresh token. Raw ID and access tokens are not kept. The session
+(creation, last use, token expiry) and the refresh token. The ID token is never kept; the access token only with
+GATEWAY_PASS_ACCESS_TOKEN (in ``identity.access_token``, replaced at every refresh). The session
 backends (``session_backends``) store its ``to_dict()`` form encrypted, in a cookie or in Redis.
 """
 
@@ -39,6 +40,7 @@ class UserSession:
             "ev": identity.email_verified,
             "groups": list(identity.groups),
             "pu": identity.preferred_username,
+            "nm": identity.display_name,
             "sc": sorted(identity.scopes),
             "created": self.created_at,
             "auth_time": self.auth_time,
@@ -47,7 +49,7 @@ class UserSession:
             "seen": self.last_seen,
             "rt": self.refresh_token,
             "aud": self.audience,
-        }
+        } | ({"at": identity.access_token} if identity.access_token else {})
 
     @classmethod
     def from_dict(cls, data: Any, *, session_id: str | None = None) -> UserSession | None:
@@ -63,6 +65,8 @@ class UserSession:
                 groups=tuple(str(g) for g in data.get("groups") or ()),
                 preferred_username=data.get("pu"),
                 scopes=frozenset(str(s) for s in data.get("sc") or ()),
+                display_name=data.get("nm"),
+                access_token=data.get("at"),
             )
             return cls(
                 identity=identity,

@@ -63,7 +63,11 @@ def main() -> int:
         cognito_env = dict(
             line.split("=", 1) for line in idp_lines if re.match(r"^(COGNITO_[A-Z_]+|GATEWAY_PROVIDER)=", line)
         )
-        upstream, _ = start("upstream_demo", ["-m", "upstream_demo", "--port", str(UPSTREAM_PORT)], {}, r"listening on")
+        # upstream_demo checks the signed x-amzn-oidc-data against the gateway's keys, as an app behind an ALB would.
+        keys = {"UPSTREAM_DEMO_ALB_KEYS_URL": f"http://127.0.0.1:{GATEWAY_PORT}/oauth2/keys"}
+        upstream, _ = start(
+            "upstream_demo", ["-m", "upstream_demo", "--port", str(UPSTREAM_PORT)], keys, r"listening on"
+        )
         children.append(upstream)
         if importlib.util.find_spec("gateway.__main__") is None:
             print(

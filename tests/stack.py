@@ -41,8 +41,8 @@ def directory_for(gateway_url: str, *, extra_users: list[dict] | None = None) ->
     return directory
 
 
-def start_upstream() -> tuple[CapturedProcess, str]:
-    process = CapturedProcess(["-m", "upstream_demo", "--port", "0"])
+def start_upstream(env: Mapping[str, str] | None = None) -> tuple[CapturedProcess, str]:
+    process = CapturedProcess(["-m", "upstream_demo", "--port", "0"], env)
     return process, process.wait_for(r"listening on (http://\S+)").group(1)
 
 
@@ -87,7 +87,13 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         users = write_json(tmp / "users.json", directory_for(public_url or url, extra_users=extra_users))
         idp = start_dev_idp("--users", str(users), *idp_args)
-        upstream, upstream_url = start_upstream()
+        # As in make demo: upstream_demo checks x-amzn-oidc-data against this gateway's keys.
+        upstream, upstream_url = start_upstream(
+            {
+                "UPSTREAM_DEMO_ALB_KEYS_URL": f"{url}/oauth2/keys",
+                "UPSTREAM_DEMO_ALB_CLIENT_ID": idp.env["COGNITO_CLIENT_ID"],
+            }
+        )
         env = {
             **idp.env,
             "GATEWAY_UPSTREAM": upstream_url,

@@ -117,4 +117,6 @@ async def test_sign_in_through_the_compose_services(compose_services: dict[str, 
             assert URL(str(page.url)).origin() == URL("http://localhost:9000"), "the browser uses localhost:9000"
             landed = await fill_form(browser, page, {"username": "alice", "password": "alice-password"})
         assert str(landed.url) == "http://localhost:8000/"
-        assert "Hello, <b id=user>alice</b>" in await landed.text()
+        page_text = await landed.text()
+        assert "Hello, <b id=user>alice</b>" in page_text
+        assert "x-amzn-oidc-data: <b>signature verified</b>" in page_text, "upstream_demo checked the gateway's keys"

@@ -1,4 +1,8 @@
-"""The demo app: who the gateway says you are, an admins-only page, and endpoints the proxy tests need."""
+"""The demo app: who the gateway says you are, an admins-only page, and endpoints the proxy tests need.
+
+With UPSTREAM_DEMO_ALB_KEYS_URL set (the gateway's ``/oauth2/keys``) it also checks the signed ``x-amzn-oidc-data``
+as an app written for an AWS ALB does (``alb``), and says whether the signature verified beside the identity.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import time
 from collections.abc import Iterator
 
 from flask import Flask, Response, jsonify, render_template_string, request
+
+from .alb import AlbHeaderVerifier
 
 # The headers cognito-gateway sets, in the order the page shows them.
 IDENTITY_HEADERS = (
@@ -33,6 +39,7 @@ table{border-collapse:collapse}td,th{border:1px solid #d5dbdb;padding:6px 10px;t
 {% else %}<h1>{{ title }}</h1>
 {% if user %}<p id=greeting>Hello, <b id=user>{{ user }}</b>.</p>
 {% else %}<p id=greeting>No identity headers arrived: this request did not come through the gateway.</p>{% endif %}
+<p id=signed>x-amzn-oidc-data: <b>{{ signed_text }}</b>{% if signed_user %} (signed for <b>{{ signed_user }}</b>){% endif %}</p>
 <h2>What the gateway says about you</h2><table id=identity>
 {% for name, value in headers %}<tr><th>{{ name }}</th><td>{{ value if value is not none else "(not sent)" }}</td></tr>
 {% endfor %}</table>{% endif %}</body></html>"""
@@ -51,13 +58,31 @@ _FORM_PAGE = """<!doctype html><html lang=en><head><meta charset=utf-8><title>Fo
 <button type=submit id=send>Send</button></form></body></html>"""
 
 
-def create_app() -> Flask:
+def _signed(verifier: AlbHeaderVerifier | None) -> tuple[str, dict | None]:
+    """What became of the request's x-amzn-oidc-data: "verified" (with its claims), "absent", "not checked", or
+    why it is not valid."""
+    token = request.headers.get("X-Amzn-Oidc-Data")
+    if token is None:
+        return "absent", None
+    if verifier is None:
+        return "not checked (UPSTREAM_DEMO_ALB_KEYS_URL is not set)", None
+    return verifier.verify(token)
+
+
+def create_app(alb: AlbHeaderVerifier | None = None) -> Flask:
+    """``alb``: checks x-amzn-oidc-data; None shows it as not checked."""
     app = Flask("upstream_demo")
 
     @app.get("/")
     def home() -> str:
+        signed, claims = _signed(alb)
         return render_template_string(
-            _PAGE, title="upstream_demo", user=request.headers.get("X-Forwarded-User"), headers=_identity()
+            _PAGE,
+            title="upstream_demo",
+            user=request.headers.get("X-Forwarded-User"),
+            headers=_identity(),
+            signed_text="signature verified" if signed == "verified" else signed,
+            signed_user=(claims or {}).get("username"),
         )
 
     @app.get("/admin")
@@ -70,8 +95,10 @@ def create_app() -> Flask:
 
     @app.route("/api/whoami", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def whoami() -> Response:
-        """Every header this request arrived with, for tests and for curious people."""
+        """Every header this request arrived with, and what became of x-amzn-oidc-data, for tests and for curious
+        people."""
         return jsonify(
+            signed=_signed(alb)[0],
             method=request.method,
             path=request.full_path if request.query_string else request.path,
             raw_uri=request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI"),

@@ -43,6 +43,7 @@ class SignedIn:
     expires_at: int  # the earlier of the ID and access tokens' expiry
     auth_time: int
     refresh_token: str | None = dataclasses.field(default=None, repr=False)
+    access_token: str | None = dataclasses.field(default=None, repr=False)  # kept with GATEWAY_PASS_ACCESS_TOKEN
 
 
 class OidcClient:
@@ -158,7 +159,8 @@ class OidcClient:
         """A Cognito access token presented by an API client; raises InvalidToken."""
         _, jwks = self.endpoints()
         claims = await self._verifier.verify_access_token(jwks, token, client_ids=client_ids)
-        return from_access_token(claims, self._settings.claims)
+        # The token rides along for GATEWAY_PASS_ACCESS_TOKEN; it lives only as long as this request.
+        return dataclasses.replace(from_access_token(claims, self._settings.claims), access_token=token)
 
     async def _verified(self, tokens: TokenResponse, *, nonce: str | None, sub: str | None) -> SignedIn:
         endpoints, jwks = self.endpoints()
@@ -175,7 +177,7 @@ class OidcClient:
         elif endpoints.userinfo is not None:
             claims = {"sub": sub}  # a refresh without an ID token (OIDC Core 12.2): userinfo says who it is
         else:
-            return SignedIn(None, expires_at, int(self._clock()), tokens.refresh_token)
+            return SignedIn(None, expires_at, int(self._clock()), tokens.refresh_token, tokens.access_token)
         claims = await self._with_userinfo(endpoints, claims, tokens.access_token)
         identity = dataclasses.replace(
             user_from_claims(claims, self._settings.claims), scopes=frozenset((scopes or "").split())
@@ -186,6 +188,7 @@ class OidcClient:
             expires_at=expires_at,
             auth_time=int(auth_time) if isinstance(auth_time, int | float) else int(self._clock()),
             refresh_token=tokens.refresh_token,
+            access_token=tokens.access_token,
         )
 
     async def _with_userinfo(self, endpoints: Endpoints, claims: dict[str, Any], access_token: str) -> dict[str, Any]:
