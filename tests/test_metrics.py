@@ -47,6 +47,16 @@ def scrape(port: int) -> Samples:
         return parse(response.read().decode())
 
 
+def settled(port: int) -> Samples:
+    """A scrape once no request is in flight: a request is recorded just after its last byte went out, so a client
+    can be done with it a moment before the gateway is."""
+    deadline = time.monotonic() + 5
+    while value(samples := scrape(port), "gateway_requests_in_flight") != 0:
+        assert time.monotonic() < deadline, "requests stayed in flight"
+        time.sleep(0.02)
+    return samples
+
+
 def parse(text: str) -> Samples:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
@@ -92,7 +102,7 @@ async def test_requests_are_counted_by_outcome(observed: tuple[Stack, int, int])
         await browse_and_sign_in(bob, f"{stack.url}/api/whoami", "bob", "bob-password")
         async with bob.get(f"{stack.url}/admin/", headers={"Accept": "application/json"}) as refused:
             assert refused.status == 403
-    after = scrape(port)
+    after = settled(port)
     requests = "gateway_requests_total"
     assert moved(before, after, requests, route="proxy", outcome="unauthorized", status="4xx") == 1
     assert moved(before, after, requests, route="proxy", outcome="redirected_to_sign_in", status="3xx") == 2
@@ -112,7 +122,8 @@ async def test_latency_histograms_move_for_the_request_and_its_upstream_part(
         await browse_and_sign_in(browser, f"{stack.url}/api/whoami")
         async with browser.get(f"{stack.url}/api/slow?seconds=0.3") as slow:
             assert slow.status == 200
-    after = scrape(port)
+            await slow.read()
+    after = settled(port)
     upstream = {"upstream": stack.upstream_url.rstrip("/")}
     assert moved(before, after, "gateway_upstream_response_seconds_count", **upstream) >= 2
     assert moved(before, after, "gateway_upstream_response_seconds_sum", **upstream) >= 0.3
@@ -132,8 +143,9 @@ async def test_requests_in_flight_are_a_gauge(observed: tuple[Stack, int, int]) 
         during = await asyncio.to_thread(scrape, port)
         async with await slow as response:
             assert response.status == 200
+            await response.read()
     assert value(during, "gateway_requests_in_flight") >= 1
-    assert value(scrape(port), "gateway_requests_in_flight") == 0
+    settled(port)
     assert value(during, "gateway_open_websockets") == 0
 
 
@@ -144,7 +156,7 @@ async def test_failed_sign_ins_are_counted_by_reason(observed: tuple[Stack, int,
         for query in ("state=forged&code=whatever", "error=access_denied&state=s", ""):
             async with client.get(f"{stack.url}/cognito_redirect?{query}", allow_redirects=False) as response:
                 assert response.status in (400, 403)
-    after = scrape(port)
+    after = settled(port)
     failures = "gateway_sign_in_failures_total"
     assert moved(before, after, failures, reason="invalid_state") == 1
     assert moved(before, after, failures, reason="access_denied") == 1
@@ -161,7 +173,7 @@ async def test_refreshes_and_jwks_fetches_are_counted(observed: tuple[Stack, int
         await asyncio.sleep(TOKEN_TTL / 2 + 0.5)
         async with browser.get(f"{stack.url}/api/whoami") as response:
             assert response.status == 200
-    assert moved(before, scrape(port), "gateway_session_refreshes_total", result="refreshed") == 1
+    assert moved(before, settled(port), "gateway_session_refreshes_total", result="refreshed") == 1
 
 
 async def test_metrics_are_never_on_the_public_port(observed: tuple[Stack, int, int]) -> None:
@@ -175,7 +187,7 @@ async def test_metrics_are_never_on_the_public_port(observed: tuple[Stack, int, 
         async with browser.get(f"{stack.url}/metrics") as signed_in:
             assert signed_in.status == 404, "upstream_demo has no /metrics: the request went upstream"
             assert "gateway_requests_total" not in await signed_in.text()
-    samples = scrape(port)
+    samples = settled(port)
     assert value(samples, "gateway_requests_total", route="proxy", outcome="proxied", status="4xx") >= 1
     assert not any(name == "gateway_session_store_up" for name, _ in samples), "no store to reach: no series"
 
