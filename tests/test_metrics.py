@@ -338,6 +338,77 @@ def test_workers_share_the_metrics_port_and_each_answers_with_the_sum(
             worker.stop()
 
 
+_SUPERVISOR = """
+import asyncio, os, signal, sys, time, urllib.request
+from aiohttp import web
+from gateway import metrics
+from gateway.config import Settings
+from tests.test_gateway_config import MINIMAL
+
+port = int(sys.argv[1])
+settings = Settings.from_env({**MINIMAL, "GATEWAY_METRICS_LISTEN": f"127.0.0.1:{port}"})
+metrics.prepare(settings)
+assert "prometheus_client" not in sys.modules, "importing the gateway must not import it"
+
+def worker(requests):
+    async def serve():
+        app = web.Application()
+        app.cleanup_ctx.extend(metrics.contexts(settings, None))
+        await web.AppRunner(app).setup()
+        for _ in range(requests):
+            metrics.request_started()
+            metrics.request_finished("proxy", "proxied", 200, 0.01)
+        metrics.request_started()
+        await asyncio.sleep(60)
+    asyncio.run(serve())
+
+def fork(requests):
+    pid = os.fork()
+    if pid == 0:
+        worker(requests)
+        os._exit(0)
+    return pid
+
+def scrape(total, in_flight):
+    wanted = [f'gateway_requests_total{{outcome="proxied",route="proxy",status="2xx"}} {total}',
+              f"gateway_requests_in_flight {in_flight}"]
+    for _ in range(100):
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            if all(line in text.splitlines() for line in wanted):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"never {wanted}")
+
+pids = [fork(2), fork(3)]
+try:
+    scrape(5.0, 2.0)
+    os.kill(pids[0], signal.SIGKILL)
+    os.waitpid(pids[0], 0)
+    metrics.process_exited(pids[0])  # the supervisor has imported prometheus_client now, and forks again:
+    scrape(5.0, 1.0)
+    pids[0] = fork(10)
+    scrape(15.0, 2.0)
+    print("ok")
+finally:
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+"""
+
+
+def test_forked_workers_are_summed_and_a_restarted_one_adds_to_the_counts() -> None:
+    """The worker supervisor's model: prepare(), then fork; a worker dies, is marked dead, and is forked again."""
+    env = {k: v for k, v in os.environ.items() if k != metrics.MULTIPROC_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", _SUPERVISOR, str(free_port())], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.stdout.strip() == "ok", done.stderr
+
+
 def test_prepare_makes_a_private_directory_or_empties_the_given_one(tmp_path: Path) -> None:
     code = """
 import os, sys
