@@ -532,11 +532,14 @@ class _Parser(EnvReader):
 
     def observability(self, listen_port: int, redirect: tuple[str, int] | None) -> ObservabilitySettings:
         raw = self.raw("GATEWAY_METRICS_LISTEN")
-        metrics_listen = parse_host_port(raw) if raw is not None and raw.lower() != "off" else None
-        if raw is not None and raw.lower() != "off" and (metrics_listen is None or metrics_listen[1] == 0):
+        if raw is not None and raw.lower() == "off":
+            raw = None
+        metrics_listen = parse_host_port(raw) if raw is not None else None
+        if raw is not None and (metrics_listen is None or metrics_listen[1] == 0):
             self.problems.append(f"GATEWAY_METRICS_LISTEN: {raw!r} must be host:port, e.g. 127.0.0.1:9090")
             metrics_listen = None
-        # SECURITY: metrics name users' outcomes and the upstreams: never on a port the public reaches.
+        # SECURITY: metrics describe the traffic (who is refused, how often) and name the upstreams: never on a
+        # port the public reaches.
         public_ports = {listen_port, *([redirect[1]] if redirect else [])} - {0}
         if metrics_listen is not None and metrics_listen[1] in public_ports:
             self.problems.append(
