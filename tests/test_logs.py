@@ -29,7 +29,9 @@ GENERATED = re.compile(r"[0-9a-f]{32}")
 # gateway/logs.py: __main__ calls logs.configure(settings) instead of logging.basicConfig.
 NOT_WIRED = "python -m gateway does not call logs.configure(settings): GATEWAY_LOG_FORMAT and GATEWAY_ACCESS_LOG unused"
 TEXT_ACCESS = re.compile(
-    r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO aiohttp\.access: 127\.0\.0\.1 "GET /api/whoami" 401 \d+ [\d.]+ms$'
+    # the process's name, "[worker 2]", when the serving layer gives one
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO (\[[\w ]+\] )?aiohttp\.access: "
+    r'127\.0\.0\.1 "GET /api/whoami" 401 \d+ [\d.]+ms$'
 )
 
 
