@@ -12,7 +12,7 @@ import sys
 
 from aiohttp import web
 
-from . import tls
+from . import logs, metrics, tls
 from .access_log import AccessLogger
 from .app import create_app
 from .config import ConfigError, Settings
@@ -38,7 +38,8 @@ def main() -> int:
     except ConfigError as exc:
         print(f"cognito-gateway: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings)
+    metrics.prepare(settings)  # before create_app: prometheus_client picks its storage at first use
     try:
         sock = _bind(settings.listen_host, settings.listen_port)
     except OSError as exc:
@@ -63,14 +64,18 @@ def main() -> int:
 
     app.on_startup.append(announce)
     # The largest session the cookie codec writes must fit in one Cookie header line (aiohttp's default is 8 KiB).
-    web.run_app(
-        app,
-        sock=sock,
-        ssl_context=ssl_context,
-        print=None,
-        access_log_class=AccessLogger,
-        max_field_size=MAX_COOKIE_HEADER,
-    )
+    try:
+        web.run_app(
+            app,
+            sock=sock,
+            ssl_context=ssl_context,
+            print=None,
+            access_log_class=AccessLogger,
+            max_field_size=MAX_COOKIE_HEADER,
+        )
+    except metrics.MetricsListenError as exc:
+        print(f"cognito-gateway: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -20,6 +20,7 @@ from . import preserved_post
 from .endpoints import start_sign_in
 from .errors import AccessOutcome, Forbidden, GatewayError, InsufficientScope, InvalidBearer, NeedsSignIn
 from .identity import IDENTITY
+from .observe import OUTCOME, SERVER_ERROR, outcome_of
 from .redirects import safe_redirect_path
 from .responses import error_response, forbidden_response, is_navigation
 
@@ -52,6 +53,7 @@ async def _access_answer(request: web.Request, outcome: GatewayError) -> web.Str
         if outcome.redirect and preserved_post.applies(request):
             return await preserved_post.keep(request)
         navigation = outcome.redirect and is_navigation(request)
+        request[OUTCOME] = outcome_of(outcome, redirected=navigation)
         return await start_sign_in(request, request.raw_path) if navigation else unauthorized(request)
     if isinstance(outcome, InvalidBearer):
         challenge = _challenge(request, "invalid_token", error_description=outcome.message)
@@ -74,6 +76,7 @@ async def _access_answer(request: web.Request, outcome: GatewayError) -> web.Str
 
 
 def _error_answer(request: web.Request, exc: GatewayError) -> web.Response:
+    request[OUTCOME] = outcome_of(exc)
     link = ("/oauth2/sign_in", "Sign in again") if exc.status in (400, 401, 403) else None
     return error_response(request, exc.status, exc.title, exc.message, code=exc.code, link=link)
 
@@ -83,6 +86,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
     try:
         return await handler(request)
     except AccessOutcome as outcome:
+        request[OUTCOME] = outcome_of(outcome)
         try:
             return await _access_answer(request, outcome)
         except GatewayError as exc:  # starting a sign-in needs the IdP's endpoints
@@ -92,10 +96,12 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        request[OUTCOME] = outcome_of(exc)
         return error_response(request, exc.status, exc.reason, exc.reason, code=exc.reason.lower().replace(" ", "_"))
     except ConnectionResetError:
         raise
     except Exception:
+        request[OUTCOME] = SERVER_ERROR
         # SECURITY: no stack trace or exception text reaches the client; the log has the details.
         log.exception("unhandled error on %s %s", request.method, request.rel_url.raw_path[:300])
         return error_response(

@@ -2,6 +2,7 @@
 
 A request's path through the gateway, in order:
 
+0. ``observe.middleware`` names (X-Request-Id), times and counts every request once it is answered (``metrics``).
 1. ``answers.error_middleware`` turns every outcome and failure into one answer (page for browsers, JSON otherwise).
    ``request_hygiene`` refuses absolute-form targets and bad Host headers before anything else.
 2. ``IdentityMiddleware`` decides the path's rule, resolves the identity (Bearer token or session cookie, refreshed
@@ -27,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from . import endpoints, forward_auth, health, preserved_post, proxy, tls
+from . import endpoints, forward_auth, health, metrics, observe, preserved_post, proxy, tls
 from .access import Policy
 from .answers import error_middleware
 from .appkeys import HEADERS, IDENTIFY, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
@@ -163,7 +164,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         route_policies=route_policies,
         skip_auth_preflight=access.skip_auth_preflight,
     )
-    app = web.Application(middlewares=[error_middleware, request_hygiene, identify], client_max_size=1024**2)
+    middlewares = [observe.middleware(settings), error_middleware, request_hygiene, identify]
+    app = web.Application(middlewares=middlewares, client_max_size=1024**2)
     app[SETTINGS], app[OIDC], app[SESSIONS], app[IDENTIFY] = settings, oidc, sessions, identify
     app[LOGINS] = LoginStates(settings.session, clock)
     app[HEADERS] = HeaderPolicy(
@@ -176,8 +178,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         pass_access_token=identity_headers.pass_access_token,
         clock=clock,
     )
-    app.on_response_prepare.append(sessions.write_cookies)
-    app.cleanup_ctx.extend([_session_backend, _upstream_connection, _idp_connection])
+    app.on_response_prepare.extend([sessions.write_cookies, observe.stamp])
+    app.cleanup_ctx.extend(
+        [_session_backend, _upstream_connection, _idp_connection, *metrics.contexts(settings, sessions.backend)]
+    )
     _routes(app.router, settings, KeyEndpoints(signer.keys))
     return app
 

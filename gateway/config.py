@@ -195,6 +195,15 @@ class TlsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ObservabilitySettings:
+    """What the gateway tells its operator: metrics on a private listener, and how log lines are written."""
+
+    metrics_listen: tuple[str, int] | None = None  # GATEWAY_METRICS_LISTEN: None: no metrics listener
+    log_format: str = "text"  # GATEWAY_LOG_FORMAT: "text" or "json"
+    access_log: bool = True  # GATEWAY_ACCESS_LOG: one line per request
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     public_url: URL
     listen_host: str
@@ -208,6 +217,7 @@ class Settings:
     access: AccessSettings
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
     identity_headers: IdentityHeaderSettings = dataclasses.field(default_factory=IdentityHeaderSettings)
+    observability: ObservabilitySettings = dataclasses.field(default_factory=ObservabilitySettings)
 
     @property
     def redirect_uri(self) -> str:
@@ -278,6 +288,7 @@ class _Parser(EnvReader):
         host, port = self.listen()
         tls = self.tls(public_url, port)
         identity_headers = self.identity_headers()
+        observability = self.observability(port, tls.redirect_listen)
         callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
         if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
             self.problems.append(
@@ -306,6 +317,7 @@ class _Parser(EnvReader):
             access=access,
             tls=tls,
             identity_headers=identity_headers,
+            observability=observability,
         )
 
     def issuer(self) -> tuple[URL | None, bool]:
@@ -578,4 +590,29 @@ class _Parser(EnvReader):
             key_file=Path(key) if key is not None else None,
             redirect_listen=redirect_listen,
             upstream_ca_file=Path(ca) if ca is not None else None,
+        )
+
+    def observability(self, listen_port: int, redirect: tuple[str, int] | None) -> ObservabilitySettings:
+        raw = self.raw("GATEWAY_METRICS_LISTEN")
+        if raw is not None and raw.lower() == "off":
+            raw = None
+        metrics_listen = parse_host_port(raw) if raw is not None else None
+        if raw is not None and (metrics_listen is None or metrics_listen[1] == 0):
+            self.problems.append(f"GATEWAY_METRICS_LISTEN: {raw!r} must be host:port, e.g. 127.0.0.1:9090")
+            metrics_listen = None
+        # SECURITY: metrics describe the traffic (who is refused, how often) and name the upstreams: never on a
+        # port the public reaches.
+        public_ports = {listen_port, *([redirect[1]] if redirect else [])} - {0}
+        if metrics_listen is not None and metrics_listen[1] in public_ports:
+            self.problems.append(
+                f"GATEWAY_METRICS_LISTEN: port {metrics_listen[1]} is a public port (GATEWAY_LISTEN or "
+                "GATEWAY_HTTP_REDIRECT_LISTEN); metrics need a port of their own, e.g. 127.0.0.1:9090"
+            )
+        log_format = (self.raw("GATEWAY_LOG_FORMAT") or "text").lower()
+        if log_format not in ("text", "json"):
+            self.problems.append(f"GATEWAY_LOG_FORMAT: {log_format!r} is not text or json")
+        return ObservabilitySettings(
+            metrics_listen=metrics_listen,
+            log_format=log_format,
+            access_log=self.boolean("GATEWAY_ACCESS_LOG", True),
         )

@@ -18,6 +18,7 @@ from .appkeys import LOGINS, OIDC, SESSIONS, SETTINGS
 from .errors import BadRequest, SignInFailed
 from .identity import IDENTITY
 from .login_state import LoginAttempt
+from .observe import OUTCOME, outcome_of
 from .redirects import safe_redirect_path
 from .responses import PAGE_HEADERS, SIGN_OUT_FORM, error_response, html_page, redirect, wants_html
 from .session_manager import SESSION
@@ -154,6 +155,7 @@ def _idp_error(request: web.Request, error: str) -> web.Response:
 
 
 def _failure_page(request: web.Request, error: SignInFailed) -> web.Response:
+    request[OUTCOME] = outcome_of(error)
     return error_response(
         request, error.status, error.title, error.message, code=error.code, link=("/oauth2/sign_in", "Sign in again")
     )

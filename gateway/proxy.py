@@ -15,9 +15,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from . import request_id
 from .appkeys import HEADERS, SETTINGS, UPSTREAM_HTTP
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .identity import IDENTITY
+from .observe import response_broke_off, timed_upstream
 from .path_table import request_host
 
 log = logging.getLogger("gateway.proxy")
@@ -36,6 +38,7 @@ def _upstream_request(request: web.Request) -> tuple[URL, CIMultiDict[str]]:
         raise BadRequest("The request target must be a path.", code="invalid_target")
     url = upstream_url(request)
     headers = request.app[HEADERS].upstream(request.headers, request[IDENTITY])
+    headers[request_id.HEADER] = request[request_id.REQUEST_ID]  # replaces the client's (see request_id)
     headers["X-Forwarded-For"] = _forwarded_for(request)
     headers["X-Forwarded-Proto"] = settings.public_url.scheme
     headers["X-Forwarded-Host"] = settings.public_url.raw_authority
@@ -68,8 +71,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     data = request.content if request.body_exists else None
     response: web.StreamResponse | None = None
     try:
-        async with request.app[UPSTREAM_HTTP].request(
-            request.method, url, headers=headers, data=data, allow_redirects=False
+        async with timed_upstream(
+            request,
+            request.app[UPSTREAM_HTTP].request(request.method, url, headers=headers, data=data, allow_redirects=False),
         ) as upstream:
             headers = request.app[HEADERS].downstream(upstream.headers)
             if _small(request, upstream):
@@ -113,6 +117,7 @@ async def _whole(upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]) ->
 def _abort(request: web.Request, why: str) -> ConnectionResetError:
     """Headers are sent: the only honest signal left is to close the connection without finishing the body."""
     log.warning("upstream %s: %s %s", why, request.method, request.rel_url.raw_path[:300])
+    response_broke_off(request)
     if request.transport is not None:
         request.transport.close()
     return ConnectionResetError(why)

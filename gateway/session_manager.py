@@ -27,6 +27,7 @@ from typing import Final
 from aiohttp import web
 from cachetools import TTLCache
 
+from . import metrics
 from .config import SessionSettings
 from .errors import GatewayError, IdpUnavailable, InvalidToken, RefreshBusy, SignInFailed, TokenRejected
 from .identity import Identity
@@ -200,6 +201,7 @@ class SessionManager:
         self._flights.pop(key, None)
         if not flight.cancelled() and flight.exception() is None:
             result = flight.result()
+            metrics.session_refreshed(result.name if isinstance(result, _Outcome) else "refreshed")
             if isinstance(result, UserSession):
                 self._refreshed[key] = result
 

@@ -17,6 +17,7 @@ import aiohttp
 import jwt
 from cachetools import TTLCache
 
+from .. import metrics
 from ..errors import IdpUnavailable, InvalidToken
 
 log = logging.getLogger("gateway.jwks")
@@ -55,6 +56,7 @@ class JwksCache:
             raise InvalidToken(f"no key with kid {kid[:64]!r} in the IdP's JWKS")
         return key
 
+    @metrics.counts_jwks_fetches
     async def refresh(self) -> None:
         """Fetch the key set now; raises IdpUnavailable when the IdP does not give a usable one."""
         self._last_fetch = self._clock()
