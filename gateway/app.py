@@ -129,46 +129,36 @@ def _signer(settings: Settings) -> IdentitySigner:
     )
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
-    oidc = OidcClient(settings.provider, clock=clock)
-    identity_headers = settings.identity_headers
-    sessions = SessionManager(
+# Each gateway endpoint's policy, by route name (see _routes); None: it needs no identity at all.
+ROUTE_POLICIES: dict[str, Policy | None] = {
+    "callback": None,
+    "sign_in": None,
+    "sign_out": None,
+    "userinfo": SIGNED_IN,
+    "who_am_i": SIGNED_IN,
+    "post_restore": SIGNED_IN,
+    "auth": None,  # forward-auth decides on the original request itself
+    "healthz": None,
+    "readyz": None,
+    "signing_key": None,
+    "jwks": None,
+}
+
+
+def _sessions(settings: Settings, oidc: OidcClient, clock: Callable[[], float]) -> SessionManager:
+    return SessionManager(
         _backend(settings, clock),
         settings.session,
         oidc=oidc,
         audience=settings.provider.audience,
         clock=clock,
-        keep_access_token=identity_headers.pass_access_token,
+        keep_access_token=settings.identity_headers.pass_access_token,
     )
-    signer = _signer(settings)
-    access = settings.access
-    bearer = BearerTokens(oidc, access.api_client_ids) if access.api_client_ids else None
-    # Each gateway endpoint's policy, by route name; None: it needs no identity at all.
-    route_policies: dict[str, Policy | None] = {
-        "callback": None,
-        "sign_in": None,
-        "sign_out": None,
-        "userinfo": SIGNED_IN,
-        "who_am_i": SIGNED_IN,
-        "post_restore": SIGNED_IN,
-        "auth": None,  # forward-auth decides on the original request itself
-        "healthz": None,
-        "readyz": None,
-        "signing_key": None,
-        "jwks": None,
-    }
-    identify = IdentityMiddleware(
-        rules=access.rules,
-        sessions=sessions,
-        bearer=bearer,
-        route_policies=route_policies,
-        skip_auth_preflight=access.skip_auth_preflight,
-    )
-    middlewares = [observe.middleware(settings), error_middleware, request_hygiene, identify]
-    app = web.Application(middlewares=middlewares, client_max_size=1024**2)
-    app[SETTINGS], app[OIDC], app[SESSIONS], app[IDENTIFY] = settings, oidc, sessions, identify
-    app[LOGINS] = LoginStates(settings.session, clock)
-    app[HEADERS] = HeaderPolicy(
+
+
+def _header_policy(settings: Settings, signer: IdentitySigner, clock: Callable[[], float]) -> HeaderPolicy:
+    identity_headers = settings.identity_headers
+    return HeaderPolicy(
         cookie_names=settings.session.cookie_names,
         pass_host_header=settings.upstream.pass_host_header,
         pass_authorization=settings.upstream.pass_authorization,
@@ -178,6 +168,24 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         pass_access_token=identity_headers.pass_access_token,
         clock=clock,
     )
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
+    oidc = OidcClient(settings.provider, clock=clock)
+    sessions, signer, access = _sessions(settings, oidc, clock), _signer(settings), settings.access
+    identify = IdentityMiddleware(
+        rules=access.rules,
+        sessions=sessions,
+        bearer=BearerTokens(oidc, access.api_client_ids) if access.api_client_ids else None,
+        route_policies=ROUTE_POLICIES,
+        skip_auth_preflight=access.skip_auth_preflight,
+    )
+    # The request's path, outer to inner (see the module docstring).
+    middlewares = [observe.middleware(settings), error_middleware, request_hygiene, identify]
+    app = web.Application(middlewares=middlewares, client_max_size=1024**2)
+    app[SETTINGS], app[OIDC], app[SESSIONS], app[IDENTIFY] = settings, oidc, sessions, identify
+    app[LOGINS] = LoginStates(settings.session, clock)
+    app[HEADERS] = _header_policy(settings, signer, clock)
     app.on_response_prepare.extend([sessions.write_cookies, observe.stamp])
     app.cleanup_ctx.extend(
         [_session_backend, _upstream_connection, _idp_connection, *metrics.contexts(settings, sessions.backend)]
