@@ -23,6 +23,7 @@ from .env_reader import EnvReader
 from .identity import ClaimNames
 from .redirects import safe_redirect_path
 from .tls import pem_problems
+from .workers import usable_cpus
 
 T = TypeVar("T")
 
@@ -143,6 +144,30 @@ class TlsSettings:
         return self.cert_file is not None
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(raw: str) -> int:
+    """``1048576``, ``512KB``, ``100MB``, ``1GiB``: bytes. KB/MB/GB are powers of 1024, like KiB/MiB/GiB."""
+    match = _SIZE.match(raw)
+    if not match:
+        raise ValueError(raw)
+    unit = (match.group(2) or "b").lower()[0]
+    return int(match.group(1)) * 1024 ** "bkmgt".index(unit)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """How the listener treats connections, and the processes that serve it (``server``, ``workers``)."""
+
+    header_timeout: float = 20.0  # GATEWAY_HEADER_TIMEOUT: a request head must be complete within this
+    keepalive_timeout: float = 75.0  # GATEWAY_KEEPALIVE_TIMEOUT: an idle keep-alive connection is closed after this
+    max_connections: int = 10_000  # GATEWAY_MAX_CONNECTIONS: open connections per worker process
+    max_body_size: int | None = None  # GATEWAY_MAX_BODY_SIZE: 413 beyond it; None: no limit
+    workers: int = 1  # GATEWAY_WORKERS: processes sharing the port; 1 serves in the main process
+    shutdown_timeout: float = 30.0  # GATEWAY_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight requests
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     public_url: URL
@@ -156,6 +181,7 @@ class Settings:
     upstream: UpstreamSettings
     access: AccessSettings
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
 
     @property
     def redirect_uri(self) -> str:
@@ -214,6 +240,7 @@ class _Parser(EnvReader):
         access = self.access()
         host, port = self.listen()
         tls = self.tls(public_url, port)
+        server = self.server()
         callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
         if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
             self.problems.append(
@@ -241,6 +268,7 @@ class _Parser(EnvReader):
             upstream=upstream,
             access=access,
             tls=tls,
+            server=server,
         )
 
     def issuer(self) -> tuple[URL | None, bool]:
@@ -418,6 +446,29 @@ class _Parser(EnvReader):
             self.problems.append(f"GATEWAY_LISTEN: {raw!r} must be host:port, e.g. 0.0.0.0:8000")
             return "0.0.0.0", 8000
         return host, int(port_text)
+
+    def server(self) -> ServerSettings:
+        def count(name: str, default: int, minimum: int) -> int:
+            value = self.typed(name, default, int, "a whole number")
+            if value < minimum:
+                self.problems.append(f"{name}: must be at least {minimum}")
+                return default
+            return value
+
+        max_body = self.raw("GATEWAY_MAX_BODY_SIZE")
+        max_body_size = None
+        if max_body is not None and max_body.lower() not in ("off", "none", "0"):
+            max_body_size = self.typed("GATEWAY_MAX_BODY_SIZE", None, parse_size, "a size such as 100MB or off")
+        return ServerSettings(
+            header_timeout=self.duration("GATEWAY_HEADER_TIMEOUT", 20, minimum=0.1),
+            keepalive_timeout=self.duration("GATEWAY_KEEPALIVE_TIMEOUT", 75, minimum=1),
+            # Each connection costs a file descriptor and a few KiB; 10k per process stays well inside the usual
+            # 65536 file limit of a container (the soak test holds 1,000 on one worker).
+            max_connections=count("GATEWAY_MAX_CONNECTIONS", 10_000, 1),
+            max_body_size=max_body_size,
+            workers=count("GATEWAY_WORKERS", usable_cpus(), 1),
+            shutdown_timeout=self.duration("GATEWAY_SHUTDOWN_TIMEOUT", 30, minimum=0),
+        )
 
     def tls(self, public_url: URL | None, listen_port: int) -> TlsSettings:
         cert, key = self.raw("GATEWAY_TLS_CERT_FILE"), self.raw("GATEWAY_TLS_KEY_FILE")

@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .appkeys import HEADERS, SETTINGS, UPSTREAM_HTTP
+from .bodies import PayloadTooLarge, request_body
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .identity import IDENTITY
 
@@ -43,7 +44,7 @@ def _upstream_request(request: web.Request) -> tuple[URL, CIMultiDict[str]]:
 async def proxy(request: web.Request) -> web.StreamResponse:
     """Forward the request as ``request[IDENTITY]`` (set by the identity middleware) says, and stream the answer."""
     url, headers = _upstream_request(request)
-    data = request.content if request.body_exists else None
+    data = await request_body(request)  # sends the 100 Continue a client may wait for
     response: web.StreamResponse | None = None
     try:
         async with request.app[UPSTREAM_HTTP].request(
@@ -62,6 +63,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             raise UpstreamTimeout() from exc
         raise _abort(request, "timed out mid-response") from exc
     except aiohttp.ClientError as exc:
+        if response is None and isinstance(exc.__cause__, PayloadTooLarge):
+            raise exc.__cause__ from None
         if response is None:
             log.warning(
                 "upstream unavailable (%s): %s %s",

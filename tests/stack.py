@@ -92,6 +92,7 @@ class Stack:
             "GATEWAY_PUBLIC_URL": url,
             "GATEWAY_LISTEN": f"127.0.0.1:{port}",
             "GATEWAY_SESSION_SECRET": SESSION_SECRET,
+            "GATEWAY_WORKERS": "1",  # the tests of workers say otherwise
             **(gateway_env or {}),
         }
         gateway = start_gateway(env)
