@@ -132,7 +132,8 @@ class GuardedConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._problem: tuple[int, str, str] | None = None
         self._chunks = 0  # data_received calls so far, to tell where the current head began
-        self._new_heads = 0  # heads completed in the chunk being parsed
+        self._new_heads = 0  # heads completed in the chunk being parsed (not yet handed to aiohttp)
+        self._new_messages = 0  # requests completed in it
         self._elsewhere = 0  # bytes of that chunk that belong to bodies and to heads already complete
         self._reset_head()
         self._head_chunk = 1
@@ -164,12 +165,14 @@ class GuardedConnection(asyncio.Protocol):
         if self._new_heads:
             self.forwarded += self._new_heads
             self.registry.became_busy(self)
+        self._new_heads = self._new_messages = 0  # handed on now
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received() if self._admitted else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        log.debug("connection closed after %d bytes received", self.bytes_received)
         self._disarm()
         self.registry.forget(self)
         self._stopped = True
@@ -205,7 +208,7 @@ class GuardedConnection(asyncio.Protocol):
     def _parse(self, data: bytes) -> bool:
         """Feed httptools; False when the connection was stopped (the data must not reach aiohttp)."""
         self._chunks += 1
-        self._new_heads = 0
+        self._new_heads = self._new_messages = 0
         self._elsewhere = 0
         try:
             self._parser.feed_data(data)
@@ -256,6 +259,8 @@ class GuardedConnection(asyncio.Protocol):
             self._stop_parsing(413, "body_too_large", f"The request body is larger than {limit} bytes.")
 
     def on_headers_complete(self) -> None:
+        if self._target + self._header_bytes > self.limits.max_head:
+            self._stop_parsing(431, "headers_too_large", "The request headers are too large.")
         self._in_head = False
         self._elsewhere += self._target + self._header_bytes + 16
         self._new_heads += 1
@@ -263,6 +268,9 @@ class GuardedConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._elsewhere += len(body)
+
+    def on_message_complete(self) -> None:
+        self._new_messages += 1
 
     def _stop_parsing(self, status: int, code: str, message: str) -> None:
         self._problem = (status, code, message)
@@ -273,11 +281,12 @@ class GuardedConnection(asyncio.Protocol):
         self._stopped = True
         self._disarm()
         log.info("refused a request (%d %s) after %d bytes", status, code, self.bytes_received)
-        if self._in_head and self.is_idle and not self._new_heads and self.transport is not None:
+        unseen = self._in_head or self._new_heads > self._new_messages  # aiohttp has not seen this head
+        if unseen and self.is_idle and not self._new_messages and self.transport is not None:
             # SECURITY: the answer is built from constants only; nothing the client sent is echoed.
             self.transport.write(answer(status, code, message))
             self.transport.close()
-        elif self.is_idle or not self._in_head:
+        elif self.is_idle or not unseen:
             # Broken mid-body (the stream is corrupt), or behind pipelined requests never handed on: aborting is
             # the honest signal, and a client retries what was not answered.
             self.close()
