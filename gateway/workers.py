@@ -154,14 +154,8 @@ def supervise(settings: Settings, serve_worker: Callable[[Settings, int, int], i
         print(f"cognito-gateway: cannot listen on GATEWAY_LISTEN={where}: {exc.strerror}", file=sys.stderr)
         return 1
     port = reserved.getsockname()[1]
-    log.info(
-        "listening on %s:%s for %s, proxying to %s, with %d workers",
-        settings.listen_host,
-        port,
-        settings.public_url,
-        settings.upstream.url,
-        settings.server.workers,
-    )
+    # Each worker says "listening on" once its own socket listens; the port is only reserved here.
+    log.info("starting %d workers on %s:%s", settings.server.workers, settings.listen_host, port)
 
     def work(number: int) -> int:
         reserved.close()  # the worker's copy; the supervisor keeps the reservation

@@ -47,7 +47,8 @@ def start_upstream() -> tuple[CapturedProcess, str]:
 
 
 def start_gateway(env: Mapping[str, str], *, wait_ready: bool = True) -> CapturedProcess:
-    process = CapturedProcess(["-m", "gateway"], env)
+    # One process unless a test says otherwise (test_server_workers): the tests read its output and its state.
+    process = CapturedProcess(["-m", "gateway"], {"GATEWAY_WORKERS": "1", **env})
     process.wait_for(r"listening on")
     if wait_ready:
         url = f"http://{env['GATEWAY_LISTEN']}/oauth2/healthz"
@@ -92,7 +93,6 @@ class Stack:
             "GATEWAY_PUBLIC_URL": url,
             "GATEWAY_LISTEN": f"127.0.0.1:{port}",
             "GATEWAY_SESSION_SECRET": SESSION_SECRET,
-            "GATEWAY_WORKERS": "1",  # the tests of workers say otherwise
             **(gateway_env or {}),
         }
         gateway = start_gateway(env)
