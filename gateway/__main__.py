@@ -22,7 +22,7 @@ from .app import create_app
 from .config import ConfigError, Settings
 
 
-def _run(settings: Settings, sock: socket.socket, *, settle: float = 0.0) -> int:
+def _run(settings: Settings, sock: socket.socket, *, settle: float = 0.0, parent: int | None = None) -> int:
     """Build the app in this process and serve it on ``sock`` until drained; 1 when it cannot start."""
     host, port = sock.getsockname()[:2]
     app = create_app(settings)
@@ -38,7 +38,7 @@ def _run(settings: Settings, sock: socket.socket, *, settle: float = 0.0) -> int
         )
 
     app.on_startup.append(announce)
-    asyncio.run(server.serve(app, settings, sock, ssl_context, settle=settle))
+    asyncio.run(server.serve(app, settings, sock, ssl_context, settle=settle, parent=parent))
     return 0
 
 
@@ -60,7 +60,7 @@ def _worker(settings: Settings, number: int, port: int) -> int:
     sock = _listen(settings, port)
     if sock is None:
         return workers.EXIT_CANNOT_START
-    code = _run(settings, sock, settle=server.DRAIN_SETTLE)
+    code = _run(settings, sock, settle=server.DRAIN_SETTLE, parent=os.getppid())
     return workers.EXIT_CANNOT_START if code == 1 else code
 
 

@@ -43,7 +43,7 @@ class Limits:
 
     header_timeout: float = 20.0
     max_target: int = 8 * 1024  # the request target (path and query), 414 beyond
-    max_field: int = MAX_COOKIE_HEADER  # one header line, name and value: the largest Cookie line we write
+    max_field: int = MAX_COOKIE_HEADER  # a header's name or value: the gateway reads Cookie headers this long
     max_headers: int = 100  # header lines, 431 beyond
     max_head: int = 64 * 1024  # the whole head, 431 beyond
     max_body_size: int | None = None  # Content-Length beyond it: 413
@@ -249,7 +249,7 @@ class GuardedConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers += 1
         self._header_bytes += len(name) + len(value) + 4
-        if len(name) + len(value) + 2 > self.limits.max_field:
+        if max(len(name), len(value)) > self.limits.max_field:  # as aiohttp's max_field_size counts
             self._stop_parsing(431, "header_too_large", "A request header is too large.")
         if self._headers > self.limits.max_headers:
             self._stop_parsing(431, "too_many_headers", "The request has too many headers.")

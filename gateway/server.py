@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -111,8 +112,10 @@ async def serve(
     context: ssl.SSLContext | None,
     *,
     settle: float = 0.0,
+    parent: int | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then drain. ``settle``: how long sibling workers may take to stop accepting."""
+    """Serve until SIGTERM or SIGINT, then drain. ``settle``: how long sibling workers may take to stop accepting;
+    ``parent``: the supervisor's pid: a worker whose supervisor died (SIGKILL) drains instead of serving on alone."""
     loop = asyncio.get_running_loop()
     app.middlewares.insert(0, connection_middleware)  # outermost: it completes every response
     runner = runner_for(app, settings)
@@ -126,10 +129,22 @@ async def serve(
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    orphaned = asyncio.create_task(_until_orphaned(parent, stop)) if parent is not None else None
     try:
         await stop.wait()
     finally:
+        if orphaned is not None:
+            orphaned.cancel()
         await drain(listener, runner, registry, settings.server.shutdown_timeout, settle)
+
+
+async def _until_orphaned(parent: int, stop: asyncio.Event) -> None:
+    while True:  # no event tells a process that its parent died; a getppid() a second costs nothing
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            break
+    log.warning("the supervisor (pid %d) is gone: draining", parent)
+    stop.set()
 
 
 async def drain(

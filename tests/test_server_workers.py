@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from .stack import Stack, start_gateway
-from .support import CapturedProcess
+from .support import CapturedProcess, free_port
 
 PUBLIC = {"GATEWAY_PUBLIC_PATHS": "/api/whoami,/api/download"}
 
@@ -84,6 +84,30 @@ def test_the_supervisor_reports_a_port_it_cannot_bind_and_exits_1(two_workers: S
         assert "cannot listen on GATEWAY_LISTEN=192.0.2.1:8000" in process.output()
     finally:
         process.stop()
+
+
+def test_workers_whose_supervisor_was_killed_drain_and_exit(two_workers: Stack) -> None:
+    env = {**two_workers.env, "GATEWAY_LISTEN": f"127.0.0.1:{free_port()}"}
+    process = start_gateway(env)
+    try:
+        pids = worker_pids(process)
+        assert len(pids) == 2
+        process.proc.kill()
+        process.proc.wait(5)
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in pids.values()):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            time.sleep(0.2)
+    finally:
+        process.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
 
 
 # The rolling restart ---------------------------------------------------------------------------------------------
