@@ -11,7 +11,11 @@ import hashlib
 import os
 import re
 import signal
+import socket
+import ssl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import aiohttp
 import pytest
 
 from .stack import Stack, start_gateway
-from .support import CapturedProcess, free_port
+from .support import CapturedProcess, free_port, start_dev_idp
 
 PUBLIC = {"GATEWAY_PUBLIC_PATHS": "/api/whoami,/api/download"}
 
@@ -194,3 +198,51 @@ async def test_a_rolling_restart_under_load_fails_no_request(tmp_path: Path, wor
         stack.stop()
         if successor is not None:
             successor.stop()
+
+
+def test_two_workers_serve_https_with_the_guard_and_both_open_the_redirect_listener(tmp_path: Path) -> None:
+    from .test_tls import LocalCa, gateway_env, wait_for_https
+
+    ca = LocalCa.create(tmp_path)
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+    ca.issue(cert_file, key_file)
+    idp = start_dev_idp()
+    port, redirect_port = free_port(), free_port()
+    env = gateway_env(
+        idp,
+        port,
+        GATEWAY_TLS_CERT_FILE=str(cert_file),
+        GATEWAY_TLS_KEY_FILE=str(key_file),
+        GATEWAY_HTTP_REDIRECT_LISTEN=f"127.0.0.1:{redirect_port}",
+        GATEWAY_WORKERS="2",
+    )
+    process = start_gateway(env, wait_ready=False)
+    context = ssl.create_default_context(cafile=str(ca.file))
+    try:
+        wait_for_https(port, context, process)
+        process.wait_for(r"\[worker 2\].*listening on")
+        for _ in range(30):  # new connections: the kernel spreads them over both workers
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/oauth2/healthz", timeout=5, context=context) as r:
+                assert r.status == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+                conn.sendall(b"GET /?" + b"q" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert conn.recv(100).startswith(b"HTTP/1.1 414"), "the guard sits under TLS too"
+        request = urllib.request.Request(f"http://127.0.0.1:{redirect_port}/x", method="GET")
+        opener = urllib.request.build_opener(_NoRedirects())
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            opener.open(request, timeout=5)
+        caught.value.close()
+        assert caught.value.code == 308
+        time.sleep(0.3)
+        output = process.output()
+        for number in (1, 2):
+            assert re.search(rf"\[worker {number}\] aiohttp\.access: .*GET /oauth2/healthz", output), output[-2000:]
+    finally:
+        process.stop()
+        idp.process.stop()
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
