@@ -218,10 +218,10 @@ async def test_at_the_connection_limit_with_nobody_idle_the_newcomer_gets_503(ti
     try:
         for _ in range(400):
             reader, writer = await connect(tight)
-            writer.write(head("/api/slow?seconds=4"))
+            writer.write(head("/api/slow?seconds=6"))
             busy.append((reader, writer))
-        await asyncio.sleep(1)
-        response = await exchange(tight, head())
+        await asyncio.sleep(2)  # every head read, every request with the upstream
+        response = await exchange(tight, head("/api/whoami", "Connection: close"))
         assert status_of(response) == 503 and b"connection limit" in response
     finally:
         for _, writer in busy:
