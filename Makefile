@@ -9,7 +9,7 @@ PEER := tests/oidc_peer
 # AWS's aws-jwt-verify, which checks the gateway's x-amzn-oidc-data as an app behind an ALB would (tests/alb_verify.py).
 ALB_VERIFY := tests/alb_verify
 
-.PHONY: demo test image-test lint format bench clean
+.PHONY: demo test soak image-test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ lint: $(STAMP)
 
 test: lint $(PEER)/node_modules $(ALB_VERIFY)/node_modules
 	$(BIN)/pytest
+
+# The long memory soak: 10 minutes of steady load on two workers with their RSS sampled, and 1,000 keep-alive
+# connections held (make test runs the same tests for 20 s).
+soak: $(STAMP)
+	SOAK_SECONDS=600 $(BIN)/pytest -s tests/test_server_soak.py
 
 # Builds the Dockerfile on a local Debian base (cached), runs the image, `docker compose up` and a browser sign-in.
 # Starts dockerd when none answers (and stops it after). Needs docker.io, mmdebstrap, docker-compose, chromium.

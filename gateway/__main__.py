@@ -1,10 +1,15 @@
 """``python -m gateway``: read the environment, report every configuration problem at once (exit 2), serve.
 
+``GATEWAY_WORKERS=1`` serves in this process; more make this process the supervisor of that many workers
+(``workers``). Either way SIGTERM drains (``server``) and the process exits 0. Startup failures (a port that
+cannot be bound, certificates that cannot be loaded) exit 1.
+
 ``python -m gateway sessions list|revoke --user NAME`` manages a user's sessions (Redis store).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -12,43 +17,13 @@ import sys
 
 from aiohttp import web
 
-from . import logs, metrics, tls
-from .access_log import AccessLogger
+from . import metrics, server, tls, workers
 from .app import create_app
 from .config import ConfigError, Settings
-from .session_cookies import MAX_COOKIE_HEADER
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    return sock
-
-
-def main() -> int:
-    if sys.argv[1:2] == ["sessions"]:
-        from .admin_cli import main as sessions_command
-
-        return sessions_command(sys.argv[2:])
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"cognito-gateway: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(settings)
-    metrics.prepare(settings)  # before create_app: prometheus_client picks its storage at first use
-    try:
-        sock = _bind(settings.listen_host, settings.listen_port)
-    except OSError as exc:
-        print(
-            f"cognito-gateway: cannot listen on GATEWAY_LISTEN={settings.listen_host}:{settings.listen_port}: "
-            f"{exc.strerror}",
-            file=sys.stderr,
-        )
-        return 1
+def _run(settings: Settings, sock: socket.socket, *, settle: float = 0.0, parent: int | None = None) -> int:
+    """Build the app in this process and serve it on ``sock`` until drained; 1 when it cannot start."""
     host, port = sock.getsockname()[:2]
     app = create_app(settings)
     try:
@@ -63,20 +38,52 @@ def main() -> int:
         )
 
     app.on_startup.append(announce)
-    # The largest session the cookie codec writes must fit in one Cookie header line (aiohttp's default is 8 KiB).
     try:
-        web.run_app(
-            app,
-            sock=sock,
-            ssl_context=ssl_context,
-            print=None,
-            access_log_class=AccessLogger,
-            max_field_size=MAX_COOKIE_HEADER,
-        )
+        asyncio.run(server.serve(app, settings, sock, ssl_context, settle=settle, parent=parent))
     except metrics.MetricsListenError as exc:
         print(f"cognito-gateway: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _listen(settings: Settings, port: int | None = None) -> socket.socket | None:
+    try:
+        return server.listen_socket(settings.listen_host, settings.listen_port if port is None else port)
+    except OSError as exc:
+        print(
+            f"cognito-gateway: cannot listen on GATEWAY_LISTEN={settings.listen_host}:{settings.listen_port}: "
+            f"{exc.strerror}",
+            file=sys.stderr,
+        )
+        return None
+
+
+def _worker(settings: Settings, number: int, port: int) -> int:
+    """One worker process: its own socket on the shared port, its own app; exit 3 if it cannot start."""
+    server.configure_logging(settings, f"worker {number}")
+    sock = _listen(settings, port)
+    if sock is None:
+        return workers.EXIT_CANNOT_START
+    code = _run(settings, sock, settle=server.DRAIN_SETTLE, parent=os.getppid())
+    return workers.EXIT_CANNOT_START if code == 1 else code
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["sessions"]:
+        from .admin_cli import main as sessions_command
+
+        return sessions_command(sys.argv[2:])
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"cognito-gateway: {exc}", file=sys.stderr)
+        return 2
+    metrics.prepare(settings)  # before any fork and create_app: prometheus_client picks its storage at first use
+    if settings.server.workers > 1:
+        return workers.supervise(settings, _worker)
+    server.configure_logging(settings, "main")
+    sock = _listen(settings)
+    return 1 if sock is None else _run(settings, sock)
 
 
 if __name__ == "__main__":

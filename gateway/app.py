@@ -33,6 +33,7 @@ from .access import Policy
 from .answers import error_middleware
 from .appkeys import HEADERS, IDENTIFY, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
 from .bearer import BearerTokens
+from .bodies import expect_later
 from .config import Settings
 from .errors import IdpUnavailable
 from .headers import HeaderPolicy
@@ -206,4 +207,6 @@ def _routes(router: web.UrlDispatcher, settings: Settings, keys: KeyEndpoints) -
     router.add_get("/oauth2/readyz", health.readyz, name="readyz")
     router.add_get("/oauth2/keys/{kid}", keys.pem, name="signing_key")
     router.add_get("/oauth2/jwks.json", keys.jwks, name="jwks")
-    router.add_route("*", "/{tail:.*}", proxy.proxy, name="proxy")
+    # SECURITY: no "100 Continue" from the router, before the identity middleware ran; the proxy sends it once
+    # the request is let through (bodies.request_body), so a refused client is never invited to send its body.
+    router.add_route("*", "/{tail:.*}", proxy.proxy, name="proxy", expect_handler=expect_later)

@@ -27,6 +27,7 @@ from .path_table import Entry, PathTable, split_target
 from .redirects import safe_redirect_path
 from .signing_keys import load_private_keys
 from .tls import pem_problems
+from .workers import usable_cpus
 
 T = TypeVar("T")
 
@@ -195,6 +196,18 @@ class TlsSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """How the listener treats connections, and the processes that serve it (``server``, ``workers``)."""
+
+    header_timeout: float = 20.0  # GATEWAY_HEADER_TIMEOUT: a request head must be complete within this
+    keepalive_timeout: float = 75.0  # GATEWAY_KEEPALIVE_TIMEOUT: an idle keep-alive connection is closed after this
+    max_connections: int = 10_000  # GATEWAY_MAX_CONNECTIONS: open connections per worker process
+    max_body_size: int | None = None  # GATEWAY_MAX_BODY_SIZE: 413 beyond it; None: no limit
+    workers: int = 1  # GATEWAY_WORKERS: processes sharing the port; 1 serves in the main process
+    shutdown_timeout: float = 30.0  # GATEWAY_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight requests
+
+
+@dataclasses.dataclass(frozen=True)
 class ObservabilitySettings:
     """What the gateway tells its operator: metrics on a private listener, and how log lines are written."""
 
@@ -218,6 +231,7 @@ class Settings:
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
     identity_headers: IdentityHeaderSettings = dataclasses.field(default_factory=IdentityHeaderSettings)
     observability: ObservabilitySettings = dataclasses.field(default_factory=ObservabilitySettings)
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
 
     @property
     def redirect_uri(self) -> str:
@@ -289,6 +303,7 @@ class _Parser(EnvReader):
         tls = self.tls(public_url, port)
         identity_headers = self.identity_headers()
         observability = self.observability(port, tls.redirect_listen)
+        server = self.server()
         callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
         if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
             self.problems.append(
@@ -318,6 +333,7 @@ class _Parser(EnvReader):
             tls=tls,
             identity_headers=identity_headers,
             observability=observability,
+            server=server,
         )
 
     def issuer(self) -> tuple[URL | None, bool]:
@@ -557,6 +573,29 @@ class _Parser(EnvReader):
             self.problems.append(f"GATEWAY_LISTEN: {raw!r} must be host:port, e.g. 0.0.0.0:8000")
             return "0.0.0.0", 8000
         return host, int(port_text)
+
+    def server(self) -> ServerSettings:
+        def count(name: str, default: int, minimum: int) -> int:
+            value = self.typed(name, default, int, "a whole number")
+            if value < minimum:
+                self.problems.append(f"{name}: must be at least {minimum}")
+                return default
+            return value
+
+        max_body = self.raw("GATEWAY_MAX_BODY_SIZE")
+        max_body_size = None
+        if max_body is not None and max_body.lower() not in ("off", "none", "0"):
+            max_body_size = self.typed("GATEWAY_MAX_BODY_SIZE", None, parse_size, "a size such as 100MB or off")
+        return ServerSettings(
+            header_timeout=self.duration("GATEWAY_HEADER_TIMEOUT", 20, minimum=0.1),
+            keepalive_timeout=self.duration("GATEWAY_KEEPALIVE_TIMEOUT", 75, minimum=1),
+            # Each connection costs a file descriptor and a few KiB; 10k per process stays well inside the usual
+            # 65536 file limit of a container (the soak test holds 1,000 on one worker).
+            max_connections=count("GATEWAY_MAX_CONNECTIONS", 10_000, 1),
+            max_body_size=max_body_size,
+            workers=count("GATEWAY_WORKERS", usable_cpus(), 1),
+            shutdown_timeout=self.duration("GATEWAY_SHUTDOWN_TIMEOUT", 30, minimum=0),
+        )
 
     def tls(self, public_url: URL | None, listen_port: int) -> TlsSettings:
         cert, key = self.raw("GATEWAY_TLS_CERT_FILE"), self.raw("GATEWAY_TLS_KEY_FILE")

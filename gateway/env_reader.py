@@ -20,18 +20,16 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|k|mb|mib|m|gb|gib|g)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2}
-_SIZE_UNITS |= {"g": 1024**3, "gb": 1000**3, "gib": 1024**3, None: 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 
 
 def parse_size(raw: str) -> int:
-    """``65536``, ``64KiB``, ``64k``, ``10MB``, ``1GiB`` to bytes; ValueError says what is expected."""
+    """``1048576``, ``512KB``, ``64KiB``, ``100MB``, ``1GiB``: bytes. KB/MB/GB are powers of 1024, like KiB/MiB/GiB."""
     match = _SIZE.match(raw)
     if not match:
-        raise ValueError(f"{raw!r} is not a size such as 65536, 64KiB or 10MB")
-    unit = match.group(2).lower() if match.group(2) else None
-    return int(match.group(1)) * _SIZE_UNITS[unit]
+        raise ValueError(f"{raw!r} is not a size such as 65536, 64KiB or 100MB")
+    unit = (match.group(2) or "b").lower()[0]
+    return int(match.group(1)) * 1024 ** "bkmgt".index(unit)
 
 
 def parse_duration(raw: str) -> float:

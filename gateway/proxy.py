@@ -17,6 +17,7 @@ from yarl import URL
 
 from . import request_id
 from .appkeys import HEADERS, SETTINGS, UPSTREAM_HTTP
+from .bodies import PayloadTooLarge, request_body
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .identity import IDENTITY
 from .observe import response_broke_off, timed_upstream
@@ -68,7 +69,7 @@ def _forwarded_for(request: web.Request) -> str:
 async def proxy(request: web.Request) -> web.StreamResponse:
     """Forward the request as ``request[IDENTITY]`` (set by the identity middleware) says, and stream the answer."""
     url, headers = _upstream_request(request)
-    data = request.content if request.body_exists else None
+    data = await request_body(request)  # sends the 100 Continue a client may wait for
     response: web.StreamResponse | None = None
     try:
         async with timed_upstream(
@@ -91,6 +92,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             raise UpstreamTimeout() from exc
         raise _abort(request, "timed out mid-response") from exc
     except aiohttp.ClientError as exc:
+        if response is None and isinstance(exc.__cause__, PayloadTooLarge):
+            raise exc.__cause__ from None
         if response is None:
             log.warning(
                 "upstream unavailable (%s): %s %s",

@@ -199,7 +199,8 @@ def redirect_app(public_url: URL) -> web.Application:
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=1024)
+        # reuse_port: every worker (GATEWAY_WORKERS) opens this listener too.
+        return socket.create_server((host, port), family=family, backlog=1024, reuse_port=True)
     except OSError as exc:
         raise OSError(f"cannot listen on GATEWAY_HTTP_REDIRECT_LISTEN={host}:{port}: {exc.strerror}") from None
 

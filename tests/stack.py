@@ -47,7 +47,8 @@ def start_upstream(env: Mapping[str, str] | None = None) -> tuple[CapturedProces
 
 
 def start_gateway(env: Mapping[str, str], *, wait_ready: bool = True) -> CapturedProcess:
-    process = CapturedProcess(["-m", "gateway"], env)
+    # One process unless a test says otherwise (test_server_workers): the tests read its output and its state.
+    process = CapturedProcess(["-m", "gateway"], {"GATEWAY_WORKERS": "1", **env})
     process.wait_for(r"listening on")
     if wait_ready:
         url = f"http://{env['GATEWAY_LISTEN']}/oauth2/healthz"

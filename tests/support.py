@@ -136,8 +136,12 @@ class CapturedProcess:
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(stream,), daemon=True)
+            for stream in (self.proc.stdout, self.proc.stderr)
+        ]
+        for pump in self._pumps:
+            pump.start()
 
     def _pump(self, stream: Any) -> None:
         for line in stream:
@@ -173,6 +177,8 @@ class CapturedProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        for pump in self._pumps:  # the last lines first: closing a stream under a pump's read raises there
+            pump.join(5)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
