@@ -1,6 +1,7 @@
 """Composition root: ``create_app(settings, clock=…)`` builds the whole gateway; nothing is global or built at import.
 
-A request's path through the gateway, in order:
+A request's path through the gateway, in order (``server.serve`` puts its connection guard in front of all this:
+head timeout and limits, connection limit, drain; ``observe.middleware`` times and counts what follows):
 
 0. ``observe.middleware`` names (X-Request-Id), times and counts every request once it is answered (``metrics``).
 1. ``answers.error_middleware`` turns every outcome and failure into one answer (page for browsers, JSON otherwise).
