@@ -21,6 +21,7 @@ from yarl import URL
 from .access import AccessRules, parse_paths, parse_rules
 from .env_reader import EnvReader
 from .identity import ClaimNames
+from .origins import serialized_origin
 from .redirects import safe_redirect_path
 from .tls import pem_problems
 
@@ -130,6 +131,16 @@ class UpstreamSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class StreamSettings:
+    """WebSockets and long-lived responses (SSE, long polls): how they are proxied and when an idle one is cut."""
+
+    proxy_websockets: bool = True  # GATEWAY_PROXY_WEBSOCKETS
+    websocket_origins: frozenset[str] = frozenset()  # GATEWAY_WEBSOCKET_ORIGINS, besides GATEWAY_PUBLIC_URL's
+    websocket_heartbeat: float | None = 30.0  # GATEWAY_WEBSOCKET_HEARTBEAT: ping each side this often; None: never
+    idle_timeout: float | None = 3600.0  # GATEWAY_STREAM_IDLE_TIMEOUT: None ("off"): a quiet stream is never cut
+
+
+@dataclasses.dataclass(frozen=True)
 class TlsSettings:
     """TLS the gateway serves itself (both files set) and the CAs an https upstream is verified against."""
 
@@ -156,6 +167,7 @@ class Settings:
     upstream: UpstreamSettings
     access: AccessSettings
     tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+    streams: StreamSettings = dataclasses.field(default_factory=StreamSettings)
 
     @property
     def redirect_uri(self) -> str:
@@ -214,6 +226,7 @@ class _Parser(EnvReader):
         access = self.access()
         host, port = self.listen()
         tls = self.tls(public_url, port)
+        streams = self.streams()
         callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
         if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
             self.problems.append(
@@ -241,6 +254,7 @@ class _Parser(EnvReader):
             upstream=upstream,
             access=access,
             tls=tls,
+            streams=streams,
         )
 
     def issuer(self) -> tuple[URL | None, bool]:
@@ -451,4 +465,29 @@ class _Parser(EnvReader):
             key_file=Path(key) if key is not None else None,
             redirect_listen=redirect_listen,
             upstream_ca_file=Path(ca) if ca is not None else None,
+        )
+
+    def optional_duration(self, name: str, default: float, *, minimum: float) -> float | None:
+        """A duration, or ``off`` (also ``0`` or ``none``): no bound at all."""
+        if (self.raw(name) or "").lower() in ("off", "none", "0", "0s"):
+            return None
+        return self.duration(name, default, minimum=minimum)
+
+    def streams(self) -> StreamSettings:
+        origins, bad = set(), []
+        for entry in sorted(self.listed("GATEWAY_WEBSOCKET_ORIGINS")):
+            origin = serialized_origin(entry)
+            if origin is None:
+                bad.append(entry)
+            else:
+                origins.add(origin)
+        if bad:
+            self.problems.append(
+                f"GATEWAY_WEBSOCKET_ORIGINS: {', '.join(map(repr, bad))} are not origins like https://app.example.com"
+            )
+        return StreamSettings(
+            proxy_websockets=self.boolean("GATEWAY_PROXY_WEBSOCKETS", True),
+            websocket_origins=frozenset(origins),
+            websocket_heartbeat=self.optional_duration("GATEWAY_WEBSOCKET_HEARTBEAT", 30.0, minimum=0.1),
+            idle_timeout=self.optional_duration("GATEWAY_STREAM_IDLE_TIMEOUT", 3600.0, minimum=0.1),
         )
