@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from . import endpoints, health, proxy, tls
+from . import endpoints, health, proxy, tls, websocket_proxy
 from .access import Policy
 from .answers import error_middleware
 from .appkeys import HEADERS, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
@@ -148,6 +148,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         strip=settings.upstream.strip_headers,
     )
     app.on_response_prepare.append(sessions.write_cookies)
+    websocket_proxy.install(app)
     app.cleanup_ctx.extend([_session_backend, _upstream_connection, _idp_connection])
     _routes(app.router, settings)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp import web
 
@@ -17,3 +19,4 @@ SESSIONS = web.AppKey("sessions", SessionManager)
 LOGINS = web.AppKey("logins", LoginStates)
 UPSTREAM_HTTP = web.AppKey("upstream_http", aiohttp.ClientSession)
 HEADERS = web.AppKey("headers", HeaderPolicy)
+OPEN_WEBSOCKETS = web.AppKey("open_websockets", set[asyncio.Event])  # one event per relay; set on shutdown

@@ -4,6 +4,8 @@ The request target is forwarded byte for byte (``yarl.URL(..., encoded=True)``: 
 normalise ``/a/../b`` and ``%2F``). Bodies are never buffered whole: the request body is the server's stream and
 the response is copied chunk by chunk, so memory stays flat through gigabyte uploads and downloads. One shared
 ``ClientSession`` with pooled keep-alive connections serves every request; nothing is created per request.
+WebSocket upgrades go to ``websocket_proxy`` with the same URL and headers; ``streaming`` copies the body and
+bounds the waits (GATEWAY_UPSTREAM_TIMEOUT, or GATEWAY_STREAM_IDLE_TIMEOUT between a stream's chunks).
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from . import streaming, websocket_proxy
 from .appkeys import HEADERS, SETTINGS, UPSTREAM_HTTP
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .identity import IDENTITY
 
 log = logging.getLogger("gateway.proxy")
-
-CHUNK = 64 * 1024
 
 
 def _upstream_request(request: web.Request) -> tuple[URL, CIMultiDict[str]]:
@@ -43,39 +44,43 @@ def _upstream_request(request: web.Request) -> tuple[URL, CIMultiDict[str]]:
 async def proxy(request: web.Request) -> web.StreamResponse:
     """Forward the request as ``request[IDENTITY]`` (set by the identity middleware) says, and stream the answer."""
     url, headers = _upstream_request(request)
-    data = request.content if request.body_exists else None
-    response: web.StreamResponse | None = None
+    settings = request.app[SETTINGS]
+    if settings.streams.proxy_websockets and websocket_proxy.is_upgrade(request):
+        return await websocket_proxy.proxy_websocket(request, url, headers)
+    http = request.app[UPSTREAM_HTTP]
     try:
-        async with request.app[UPSTREAM_HTTP].request(
-            request.method, url, headers=headers, data=data, allow_redirects=False
-        ) as upstream:
+        async with (
+            streaming.AnswerDeadline(settings.upstream.read_timeout) as deadline,
+            http.request(
+                request.method,
+                url,
+                headers=headers,
+                data=deadline.body(request),
+                allow_redirects=False,
+                timeout=streaming.without_read_timeout(http.timeout),
+            ) as upstream,
+        ):
+            deadline.answered()
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             response.headers.extend(request.app[HEADERS].downstream(upstream.headers))
             await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
-            await response.write_eof()
+            # From here on nothing raises: a cut is logged and closes the connection (streaming.cut).
+            await streaming.copy_body(
+                request,
+                upstream,
+                response,
+                read_timeout=settings.upstream.read_timeout,
+                idle_timeout=settings.streams.idle_timeout,
+            )
             return response
     except TimeoutError as exc:
-        if response is None:
-            log.warning("upstream timed out: %s %s", request.method, request.rel_url.raw_path[:300])
-            raise UpstreamTimeout() from exc
-        raise _abort(request, "timed out mid-response") from exc
+        log.warning("upstream timed out: %s %s", request.method, request.rel_url.raw_path[:300])
+        raise UpstreamTimeout() from exc
     except aiohttp.ClientError as exc:
-        if response is None:
-            log.warning(
-                "upstream unavailable (%s): %s %s",
-                exc.__class__.__name__,
-                request.method,
-                request.rel_url.raw_path[:300],
-            )
-            raise UpstreamUnavailable() from exc
-        raise _abort(request, f"failed mid-response ({exc.__class__.__name__})") from exc
-
-
-def _abort(request: web.Request, why: str) -> ConnectionResetError:
-    """Headers are sent: the only honest signal left is to close the connection without finishing the body."""
-    log.warning("upstream %s: %s %s", why, request.method, request.rel_url.raw_path[:300])
-    if request.transport is not None:
-        request.transport.close()
-    return ConnectionResetError(why)
+        log.warning(
+            "upstream unavailable (%s): %s %s",
+            exc.__class__.__name__,
+            request.method,
+            request.rel_url.raw_path[:300],
+        )
+        raise UpstreamUnavailable() from exc
