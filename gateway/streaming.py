@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 
 log = logging.getLogger("gateway.streaming")
+_QUIET = "quiet"
 
 
 def without_read_timeout(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
@@ -52,7 +53,8 @@ def describe(request: web.Request) -> str:
 
 
 class AnswerDeadline:
-    """GATEWAY_UPSTREAM_TIMEOUT for the upstream's answer, started once the request (and its body) has been sent.
+    """GATEWAY_UPSTREAM_TIMEOUT for the upstream's answer: from the hand-over of a request without a body, or from
+    the last byte of the body sent (a slow upload is not a slow answer; aiohttp's ``sock_read`` counted the same).
 
     Use: ``async with AnswerDeadline(60) as deadline:`` around the upstream request, ``data=deadline.body(request)``
     and ``deadline.answered()`` when the headers are in; expiry raises ``TimeoutError`` out of the block.
@@ -105,9 +107,19 @@ async def copy_body(
     read_timeout: float,
     idle_timeout: float | None,
 ) -> None:
-    """Copy the upstream's body to the prepared ``response`` chunk by chunk; never raises for a cut (see ``cut``)."""
+    """Copy the upstream's body to the prepared ``response`` chunk by chunk; a cut is logged, never raised."""
     stream = is_stream(request, upstream)
     bound = idle_timeout if stream else read_timeout
+    why = await _copy(upstream, response, bound)
+    if why == _QUIET:
+        setting = "GATEWAY_STREAM_IDLE_TIMEOUT" if stream else "GATEWAY_UPSTREAM_TIMEOUT"
+        why = f"the upstream sent nothing for {bound:g}s ({setting})"
+    if why is not None:
+        cut(request, why)
+
+
+async def _copy(upstream: aiohttp.ClientResponse, response: web.StreamResponse, bound: float | None) -> str | None:
+    """None when the whole body went through; else why not (``_QUIET``: nothing came within ``bound``)."""
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(None) as deadline:
@@ -116,18 +128,18 @@ async def copy_body(
                 try:
                     chunk = await upstream.content.readany()
                 except aiohttp.ClientError as exc:
-                    return cut(request, f"the upstream broke off the response ({exc.__class__.__name__})")
-                deadline.reschedule(None)
+                    return f"the upstream broke off the response ({exc.__class__.__name__})"
+                deadline.reschedule(None)  # the client taking its time is backpressure, not a quiet upstream
                 if not chunk:
                     break
                 try:
                     await response.write(chunk)
                 except (ConnectionError, aiohttp.ClientError):
-                    return cut(request, "the client went away")
+                    return "the client went away"
     except TimeoutError:
-        setting = "GATEWAY_STREAM_IDLE_TIMEOUT" if stream else "GATEWAY_UPSTREAM_TIMEOUT"
-        return cut(request, f"the upstream sent nothing for {bound:g}s ({setting})")
+        return _QUIET
     try:
         await response.write_eof()
     except (ConnectionError, aiohttp.ClientError):
-        cut(request, "the client went away")
+        return "the client went away"
+    return None

@@ -22,8 +22,10 @@ the socket to drain, so a slow reader slows the sender down instead of growing t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -171,19 +173,15 @@ async def proxy_websocket(request: web.Request, url: URL, headers: CIMultiDict[s
     return client
 
 
-class _registered:
+@contextlib.asynccontextmanager
+async def _registered(app: web.Application) -> AsyncIterator[asyncio.Event]:
     """An event in the app's set of open relays for as long as the relay runs; a shutdown sets it."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._open = app[OPEN_WEBSOCKETS]
-        self._event = asyncio.Event()
-
-    async def __aenter__(self) -> asyncio.Event:
-        self._open.add(self._event)
-        return self._event
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._open.discard(self._event)
+    stopping = asyncio.Event()
+    app[OPEN_WEBSOCKETS].add(stopping)
+    try:
+        yield stopping
+    finally:
+        app[OPEN_WEBSOCKETS].discard(stopping)
 
 
 @dataclasses.dataclass(frozen=True)
