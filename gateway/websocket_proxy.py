@@ -36,11 +36,12 @@ from .appkeys import OPEN_WEBSOCKETS, SETTINGS, UPSTREAM_HTTP
 from .errors import BadRequest, GatewayError, UpstreamTimeout, UpstreamUnavailable
 from .identity import IDENTITY
 from .origins import serialized_origin
+from .streaming import describe
 
 log = logging.getLogger("gateway.websocket")
 
 # The largest message relayed in either direction (aiohttp's default is 4 MiB; notebooks send bigger outputs).
-# A bigger one closes that side with 1009 and the other with 1001.
+# A bigger one closes its sender with 1009 (Message Too Big), and the other side as if the sender were lost.
 MAX_MESSAGE = 16 * 1024**2
 # Close codes that may be sent in a close frame (RFC 6455 7.4); 1005, 1006 and 1015 are only ever reported locally.
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
@@ -59,6 +60,8 @@ class UpstreamRefusedWebSocket(GatewayError):
 
 
 class OriginRefused(GatewayError):
+    """403: the handshake comes from a page of an origin that may not use this user's cookie."""
+
     status = 403
     title = "Origin not allowed"
 
@@ -82,11 +85,6 @@ async def _close_all(app: web.Application) -> None:
         stopping.set()
 
 
-def _describe(request: web.Request) -> str:
-    # SECURITY: the path without its query (tokens), still percent-encoded (a decoded %0A would forge a log line).
-    return f"{request.method} {request.rel_url.raw_path[:300]}"
-
-
 def check_origin(request: web.Request) -> None:
     """Raise OriginRefused unless the handshake's Origin may open a socket with this request's credentials."""
     identity = request[IDENTITY]
@@ -99,7 +97,7 @@ def check_origin(request: web.Request) -> None:
     allowed = streams.websocket_origins | {str(request.app[SETTINGS].public_url.origin())}
     # SECURITY: cross-site WebSocket hijacking: the cookie rides along whichever page opens the socket.
     if len(origins) > 1 or serialized_origin(origins[0]) not in allowed:
-        log.warning("refused a WebSocket from Origin %r: %s", origins[0][:100], _describe(request))
+        log.warning("refused a WebSocket from Origin %r: %s", origins[0][:100], describe(request))
         raise OriginRefused()
 
 
@@ -133,15 +131,15 @@ async def _connect_upstream(
             compress=0,  # the client's side negotiates compression with the browser; this hop does not need it
         )
     except aiohttp.WSServerHandshakeError as exc:
-        log.warning("upstream refused the WebSocket (HTTP %s): %s", exc.status, _describe(request))
+        log.warning("upstream refused the WebSocket (HTTP %s): %s", exc.status, describe(request))
         if 400 <= exc.status < 500:
             raise UpstreamRefusedWebSocket(exc.status) from exc
         raise UpstreamUnavailable("The application did not accept the WebSocket connection.") from exc
     except TimeoutError as exc:
-        log.warning("upstream timed out on a WebSocket handshake: %s", _describe(request))
+        log.warning("upstream timed out on a WebSocket handshake: %s", describe(request))
         raise UpstreamTimeout() from exc
     except aiohttp.ClientError as exc:
-        log.warning("upstream unavailable for a WebSocket (%s): %s", exc.__class__.__name__, _describe(request))
+        log.warning("upstream unavailable for a WebSocket (%s): %s", exc.__class__.__name__, describe(request))
         raise UpstreamUnavailable() from exc
 
 
@@ -162,14 +160,14 @@ async def proxy_websocket(request: web.Request, url: URL, headers: CIMultiDict[s
         await client.prepare(request)
     except ConnectionError:
         await upstream.close(code=WSCloseCode.GOING_AWAY)
-        log.warning("websocket cut: the client went away during the handshake: %s", _describe(request))
+        log.warning("websocket cut: the client went away during the handshake: %s", describe(request))
         return client
     async with _registered(request.app) as stopping:
         end = await _relay(client, upstream, idle=settings.idle_timeout, stopping=stopping)
     if end.cut:
-        log.warning("websocket cut: %s: %s", end.why, _describe(request))
+        log.warning("websocket cut: %s: %s", end.why, describe(request))
     else:
-        log.debug("websocket closed by the %s (%s): %s", end.by, end.code, _describe(request))
+        log.debug("websocket closed by the %s (%s): %s", end.by, end.code, describe(request))
     return client
 
 

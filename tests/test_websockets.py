@@ -7,6 +7,7 @@ period past a second shows the WebSocket does not live under that bound) and a 1
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -15,6 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 from aiohttp import WSMsgType
+
+from gateway.websocket_proxy import MAX_MESSAGE
 
 from .stack import HTML, Stack, browse_and_sign_in
 from .stream_stack import UNHANDLED, gateway_beside, line, lines_with, machine_token, settle, start_stream_stack, tag
@@ -362,3 +365,15 @@ def test_a_page_of_another_site_cannot_use_the_users_cookie_for_a_websocket(page
     refusal = [text for text in lines_with(ws_stack.gateway, "refused a WebSocket from Origin") if name in text]
     assert refusal and f"'{ws_stack.upstream_url}'" in refusal[0]
     assert not lines_with(ws_stack.upstream, f"/ws/{name}")
+
+
+async def test_a_message_over_the_bound_closes_its_sender_with_1009(
+    ws_stack: Stack, alice: aiohttp.ClientSession
+) -> None:
+    name = tag()
+    async with alice.ws_connect(ws_url(ws_stack, name), headers=same_site(ws_stack)) as ws:
+        with contextlib.suppress(ConnectionError):  # the gateway may close before the last byte is out
+            await ws.send_bytes(b"x" * (MAX_MESSAGE + 1))
+        message = await ws.receive(timeout=10)
+        assert message.type is WSMsgType.CLOSE and message.data == 1009  # Message Too Big
+    await line(ws_stack.upstream, rf"ws /ws/{name} closed by client code=1001")
