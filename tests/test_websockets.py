@@ -22,7 +22,6 @@ from gateway.websocket_proxy import MAX_MESSAGE
 from .stack import HTML, Stack, browse_and_sign_in
 from .stream_stack import UNHANDLED, gateway_beside, line, lines_with, machine_token, settle, start_stream_stack, tag
 from .support import new_browser
-from .test_browser import chromium, page, sign_in  # noqa: F401  (fixtures)
 from .test_gateway_proxy import RssSampler
 
 OTHER_ORIGIN = "https://tools.example.com"
@@ -330,41 +329,6 @@ async def test_stopping_the_gateway_closes_its_sockets_with_1001_at_once(
         assert gateway.proc.wait(10) == 0
     finally:
         gateway.stop()
-
-
-# In a real browser -------------------------------------------------------------------------------------------------
-_OPEN_AND_ECHO = """async ([url, command]) => {
-  const ws = new WebSocket(url, ["echo.v2"]);
-  const opened = await new Promise((ok) => { ws.onopen = () => ok(true); ws.onclose = (e) => ok(e.code); });
-  if (opened !== true) return {refused: opened};
-  ws.send("from the browser");
-  const echo = await new Promise((ok) => { ws.onmessage = (e) => ok(e.data); });
-  const closed = new Promise((ok) => { ws.onclose = (e) => ok([e.code, e.reason]); });
-  ws.send(command);
-  return {protocol: ws.protocol, echo, closed: await closed};
-}"""
-
-
-def test_a_browsers_websocket_through_the_gateway(page, ws_stack: Stack) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    sign_in(page, ws_stack, "/")
-    name = tag()
-    seen = page.evaluate(_OPEN_AND_ECHO, [ws_url(ws_stack, name), "!close 4002 see you"])
-    assert seen == {"protocol": "echo.v2", "echo": "from the browser", "closed": [4002, "see you"]}
-    seen = page.evaluate(_OPEN_AND_ECHO, [ws_url(ws_stack, tag()), "!die"])
-    assert seen["closed"] == [1014, ""], "Chromium accepts 1014 (Bad Gateway) for a lost upstream"
-
-
-def test_a_page_of_another_site_cannot_use_the_users_cookie_for_a_websocket(page, ws_stack: Stack) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    """Cross-site WebSocket hijacking: the browser attaches the gateway's cookie (cookies ignore ports, and a
-    WebSocket is not subject to CORS), and only the Origin check stands between that page and the app."""
-    sign_in(page, ws_stack, "/")
-    page.goto(f"{ws_stack.upstream_url}/")  # another origin: http://127.0.0.1:<the upstream's port>
-    name = tag()
-    seen = page.evaluate(_OPEN_AND_ECHO, [ws_url(ws_stack, name), "!close 1000 bye"])
-    assert seen == {"refused": 1006}, "the handshake got 403; a browser reports that as 1006"
-    refusal = [text for text in lines_with(ws_stack.gateway, "refused a WebSocket from Origin") if name in text]
-    assert refusal and f"'{ws_stack.upstream_url}'" in refusal[0]
-    assert not lines_with(ws_stack.upstream, f"/ws/{name}")
 
 
 async def test_a_message_over_the_bound_closes_its_sender_with_1009(
