@@ -74,13 +74,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             )
             return response
     except TimeoutError as exc:
-        log.warning("upstream timed out: %s %s", request.method, request.rel_url.raw_path[:300])
+        log.warning("upstream timed out: %s", streaming.describe(request))
         raise UpstreamTimeout() from exc
     except aiohttp.ClientError as exc:
-        log.warning(
-            "upstream unavailable (%s): %s %s",
-            exc.__class__.__name__,
-            request.method,
-            request.rel_url.raw_path[:300],
-        )
+        log.warning("upstream unavailable (%s): %s", exc.__class__.__name__, streaming.describe(request))
         raise UpstreamUnavailable() from exc
