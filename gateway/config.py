@@ -467,13 +467,11 @@ class _Parser(EnvReader):
             upstream_ca_file=Path(ca) if ca is not None else None,
         )
 
-    def optional_duration(self, name: str, default: float, *, minimum: float) -> float | None:
-        """A duration, or ``off`` (also ``0`` or ``none``): no bound at all."""
-        if (self.raw(name) or "").lower() in ("off", "none", "0", "0s"):
-            return None
-        return self.duration(name, default, minimum=minimum)
-
     def streams(self) -> StreamSettings:
+        def bound(name: str, default: float) -> float | None:  # a duration, or off (also 0 or none): no bound
+            off = (self.raw(name) or "").lower() in ("off", "none", "0", "0s")
+            return None if off else self.duration(name, default, minimum=0.1)
+
         origins, bad = set(), []
         for entry in sorted(self.listed("GATEWAY_WEBSOCKET_ORIGINS")):
             origin = serialized_origin(entry)
@@ -488,6 +486,6 @@ class _Parser(EnvReader):
         return StreamSettings(
             proxy_websockets=self.boolean("GATEWAY_PROXY_WEBSOCKETS", True),
             websocket_origins=frozenset(origins),
-            websocket_heartbeat=self.optional_duration("GATEWAY_WEBSOCKET_HEARTBEAT", 30.0, minimum=0.1),
-            idle_timeout=self.optional_duration("GATEWAY_STREAM_IDLE_TIMEOUT", 3600.0, minimum=0.1),
+            websocket_heartbeat=bound("GATEWAY_WEBSOCKET_HEARTBEAT", 30.0),
+            idle_timeout=bound("GATEWAY_STREAM_IDLE_TIMEOUT", 3600.0),
         )
