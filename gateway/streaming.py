@@ -63,6 +63,7 @@ class AnswerDeadline:
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
         self._scope = asyncio.timeout(None)
+        self._answered = False
 
     async def __aenter__(self) -> AnswerDeadline:
         await self._scope.__aenter__()
@@ -74,9 +75,12 @@ class AnswerDeadline:
         return await self._scope.__aexit__(kind, exc, tb)
 
     def start(self) -> None:
-        self._scope.reschedule(asyncio.get_running_loop().time() + self._seconds)
+        # An upload may end after the answer began (an app that answers while it reads): then the answer is in.
+        if not self._answered:
+            self._scope.reschedule(asyncio.get_running_loop().time() + self._seconds)
 
     def answered(self) -> None:
+        self._answered = True
         self._scope.reschedule(None)
 
     def body(self, request: web.Request) -> AsyncIterator[bytes] | None:

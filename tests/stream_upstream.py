@@ -15,6 +15,7 @@ tag of their own in each path (``/ws/<tag>``, ``/stream/<tag>``) to find their l
   event, then nothing), ``die`` (one event, then the connection dropped mid-body), ``late`` (the headers only after
   ``seconds``).
 - ``POST /drain/<tag>``: reads the whole body, answers its size.
+- ``POST /duplex/<tag>?then=S``: answers at once, echoes the body as it arrives, and ``done`` S seconds after it.
 """
 
 from __future__ import annotations
@@ -145,6 +146,18 @@ async def drain(request: web.Request) -> web.Response:
     return web.json_response({"size": size})
 
 
+async def duplex(request: web.Request) -> web.StreamResponse:
+    """Answers at once and echoes the body while it still arrives; ``then`` seconds after its end, ``done``."""
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await response.prepare(request)
+    async for chunk in request.content.iter_any():
+        await response.write(chunk)
+    await asyncio.sleep(float(request.query.get("then", "0")))
+    await response.write(b"done")
+    await response.write_eof()
+    return response
+
+
 async def home(request: web.Request) -> web.Response:
     return web.Response(text="stream_upstream")
 
@@ -156,6 +169,7 @@ def create_app() -> web.Application:
     app.router.add_get("/refuse/{tag}", refuse)
     app.router.add_get("/stream/{tag}", stream)
     app.router.add_post("/drain/{tag}", drain)
+    app.router.add_post("/duplex/{tag}", duplex)
     return app
 
 

@@ -184,3 +184,22 @@ async def test_a_slow_upload_is_not_a_slow_answer(sse_stack: Stack, alice: aioht
     async with alice.post(f"{sse_stack.url}/drain/{tag()}", data=trickle()) as response:
         assert response.status == 200
         assert await response.json() == {"size": 5000}
+
+
+async def test_an_answer_that_streams_while_the_upload_goes_on_keeps_its_stream_bound(
+    sse_stack: Stack, alice: aiohttp.ClientSession
+) -> None:
+    """The upload ending after the answer began must not start GATEWAY_UPSTREAM_TIMEOUT's clock again."""
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for piece in (b"one ", b"two "):
+            yield piece
+            await asyncio.sleep(0.3)
+
+    name = tag()
+    async with alice.post(f"{sse_stack.url}/duplex/{name}?then=2.5", data=trickle()) as response:
+        assert response.status == 200
+        assert await response.read() == b"one two done"
+    await settle()
+    assert not [text for text in lines_with(sse_stack.gateway, f"/duplex/{name}") if "WARNING" in text]
+    assert_handled(sse_stack.gateway)
