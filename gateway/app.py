@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from . import endpoints, forward_auth, health, metrics, observe, preserved_post, proxy, tls
+from . import endpoints, forward_auth, health, metrics, observe, preserved_post, proxy, tls, websocket_proxy
 from .access import Policy
 from .answers import error_middleware
 from .appkeys import HEADERS, IDENTIFY, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
@@ -189,6 +189,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[LOGINS] = LoginStates(settings.session, clock)
     app[HEADERS] = _header_policy(settings, signer, clock)
     app.on_response_prepare.extend([sessions.write_cookies, observe.stamp])
+    websocket_proxy.install(app)
     app.cleanup_ctx.extend(
         [_session_backend, _upstream_connection, _idp_connection, *metrics.contexts(settings, sessions.backend)]
     )

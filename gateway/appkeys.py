@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp import web
 
@@ -19,3 +21,4 @@ LOGINS = web.AppKey("logins", LoginStates)
 UPSTREAM_HTTP = web.AppKey("upstream_http", aiohttp.ClientSession)
 HEADERS = web.AppKey("headers", HeaderPolicy)
 IDENTIFY = web.AppKey("identify", IdentityMiddleware)
+OPEN_WEBSOCKETS = web.AppKey("open_websockets", set[asyncio.Event])  # one event per relay; set on shutdown

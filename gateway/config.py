@@ -23,6 +23,7 @@ from yarl import URL
 from .access import AccessRules, parse_paths, parse_rules
 from .env_reader import EnvReader, parse_size
 from .identity import ClaimNames
+from .origins import serialized_origin
 from .path_table import Entry, PathTable, split_target
 from .redirects import safe_redirect_path
 from .signing_keys import load_private_keys
@@ -182,6 +183,16 @@ class IdentityHeaderSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class StreamSettings:
+    """WebSockets and long-lived responses (SSE, long polls): how they are proxied and when an idle one is cut."""
+
+    proxy_websockets: bool = True  # GATEWAY_PROXY_WEBSOCKETS
+    websocket_origins: frozenset[str] = frozenset()  # GATEWAY_WEBSOCKET_ORIGINS, besides GATEWAY_PUBLIC_URL's
+    websocket_heartbeat: float | None = 30.0  # GATEWAY_WEBSOCKET_HEARTBEAT: ping each side this often; None: never
+    idle_timeout: float | None = 3600.0  # GATEWAY_STREAM_IDLE_TIMEOUT: None ("off"): a quiet stream is never cut
+
+
+@dataclasses.dataclass(frozen=True)
 class TlsSettings:
     """TLS the gateway serves itself (both files set) and the CAs an https upstream is verified against."""
 
@@ -232,6 +243,7 @@ class Settings:
     identity_headers: IdentityHeaderSettings = dataclasses.field(default_factory=IdentityHeaderSettings)
     observability: ObservabilitySettings = dataclasses.field(default_factory=ObservabilitySettings)
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+    streams: StreamSettings = dataclasses.field(default_factory=StreamSettings)
 
     @property
     def redirect_uri(self) -> str:
@@ -304,6 +316,7 @@ class _Parser(EnvReader):
         identity_headers = self.identity_headers()
         observability = self.observability(port, tls.redirect_listen)
         server = self.server()
+        streams = self.streams()
         callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
         if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
             self.problems.append(
@@ -334,6 +347,7 @@ class _Parser(EnvReader):
             identity_headers=identity_headers,
             observability=observability,
             server=server,
+            streams=streams,
         )
 
     def issuer(self) -> tuple[URL | None, bool]:
@@ -654,4 +668,27 @@ class _Parser(EnvReader):
             metrics_listen=metrics_listen,
             log_format=log_format,
             access_log=self.boolean("GATEWAY_ACCESS_LOG", True),
+        )
+
+    def streams(self) -> StreamSettings:
+        def bound(name: str, default: float) -> float | None:  # a duration, or off (also 0 or none): no bound
+            off = (self.raw(name) or "").lower() in ("off", "none", "0", "0s")
+            return None if off else self.duration(name, default, minimum=0.1)
+
+        origins, bad = set(), []
+        for entry in sorted(self.listed("GATEWAY_WEBSOCKET_ORIGINS")):
+            origin = serialized_origin(entry)
+            if origin is None:
+                bad.append(entry)
+            else:
+                origins.add(origin)
+        if bad:
+            self.problems.append(
+                f"GATEWAY_WEBSOCKET_ORIGINS: {', '.join(map(repr, bad))} are not origins like https://app.example.com"
+            )
+        return StreamSettings(
+            proxy_websockets=self.boolean("GATEWAY_PROXY_WEBSOCKETS", True),
+            websocket_origins=frozenset(origins),
+            websocket_heartbeat=bound("GATEWAY_WEBSOCKET_HEARTBEAT", 30.0),
+            idle_timeout=bound("GATEWAY_STREAM_IDLE_TIMEOUT", 3600.0),
         )

@@ -4,10 +4,13 @@ The request target is forwarded byte for byte (``yarl.URL(..., encoded=True)``: 
 normalise ``/a/../b`` and ``%2F``). Bodies are never buffered whole: the request body is the server's stream and
 the response is copied chunk by chunk, so memory stays flat through gigabyte uploads and downloads. One shared
 ``ClientSession`` with pooled keep-alive connections serves every request; nothing is created per request.
+WebSocket upgrades go to ``websocket_proxy`` with the same URL and headers; ``streaming`` copies the body and
+bounds the waits (GATEWAY_UPSTREAM_TIMEOUT, or GATEWAY_STREAM_IDLE_TIMEOUT between a stream's chunks).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
@@ -15,17 +18,16 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from . import request_id
+from . import request_id, streaming, websocket_proxy
 from .appkeys import HEADERS, SETTINGS, UPSTREAM_HTTP
 from .bodies import PayloadTooLarge, request_body
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .identity import IDENTITY
-from .observe import response_broke_off, timed_upstream
+from .observe import timed_upstream
 from .path_table import request_host
 
 log = logging.getLogger("gateway.proxy")
 
-CHUNK = 64 * 1024
 SMALL_BODY = 16 * 1024  # up to this, a response is read whole and sent with its head (one socket write)
 
 
@@ -69,58 +71,57 @@ def _forwarded_for(request: web.Request) -> str:
 async def proxy(request: web.Request) -> web.StreamResponse:
     """Forward the request as ``request[IDENTITY]`` (set by the identity middleware) says, and stream the answer."""
     url, headers = _upstream_request(request)
-    data = await request_body(request)  # sends the 100 Continue a client may wait for
-    response: web.StreamResponse | None = None
+    settings = request.app[SETTINGS]
+    if settings.streams.proxy_websockets and websocket_proxy.is_upgrade(request):
+        return await websocket_proxy.proxy_websocket(request, url, headers)
+    body = await request_body(request)  # sends the 100 Continue a client may wait for
+    http = request.app[UPSTREAM_HTTP]
     try:
-        async with timed_upstream(
-            request,
-            request.app[UPSTREAM_HTTP].request(request.method, url, headers=headers, data=data, allow_redirects=False),
-        ) as upstream:
-            headers = request.app[HEADERS].downstream(upstream.headers)
-            if _small(request, upstream):
-                return await _whole(upstream, headers)
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(headers)
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
-    except TimeoutError as exc:
-        if response is None:
-            log.warning("upstream timed out: %s %s", request.method, request.rel_url.raw_path[:300])
-            raise UpstreamTimeout() from exc
-        raise _abort(request, "timed out mid-response") from exc
-    except aiohttp.ClientError as exc:
-        if response is None and isinstance(exc.__cause__, PayloadTooLarge):
-            raise exc.__cause__ from None
-        if response is None:
-            log.warning(
-                "upstream unavailable (%s): %s %s",
-                exc.__class__.__name__,
+        async with streaming.AnswerDeadline(settings.upstream.read_timeout) as deadline:
+            call = http.request(
                 request.method,
-                request.rel_url.raw_path[:300],
+                url,
+                headers=headers,
+                data=deadline.body(body),
+                allow_redirects=False,
+                timeout=streaming.without_read_timeout(http.timeout),
             )
-            raise UpstreamUnavailable() from exc
-        raise _abort(request, f"failed mid-response ({exc.__class__.__name__})") from exc
+            async with timed_upstream(request, call) as upstream:
+                deadline.answered()
+                return await _answer(request, upstream)
+    except TimeoutError as exc:
+        log.warning("upstream timed out: %s", streaming.describe(request))
+        raise UpstreamTimeout() from exc
+    except aiohttp.ClientError as exc:
+        if isinstance(exc.__cause__, PayloadTooLarge):
+            raise exc.__cause__ from None
+        log.warning("upstream unavailable (%s): %s", exc.__class__.__name__, streaming.describe(request))
+        raise UpstreamUnavailable() from exc
+
+
+async def _answer(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    """The upstream's answer for the client: whole when small, else streamed (a cut is logged, never raised)."""
+    settings = request.app[SETTINGS]
+    headers = request.app[HEADERS].downstream(upstream.headers)
+    if _small(request, upstream):
+        async with asyncio.timeout(settings.upstream.read_timeout):
+            body = await upstream.read()
+        headers.popall("Content-Length", None)  # set again from the body, which is exactly what the upstream sized
+        return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    response.headers.extend(headers)
+    await response.prepare(request)
+    await streaming.copy_body(
+        request,
+        upstream,
+        response,
+        read_timeout=settings.upstream.read_timeout,
+        idle_timeout=settings.streams.idle_timeout,
+    )
+    return response
 
 
 def _small(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
     """A body the upstream sized at most SMALL_BODY bytes goes out with its head in one write, not streamed."""
     length = upstream.content_length
     return length is not None and length <= SMALL_BODY and request.method != "HEAD" and upstream.status >= 200
-
-
-async def _whole(upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]) -> web.Response:
-    body = await upstream.read()
-    headers.popall("Content-Length", None)  # set again from the body, which is exactly what the upstream sized
-    return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
-
-
-def _abort(request: web.Request, why: str) -> ConnectionResetError:
-    """Headers are sent: the only honest signal left is to close the connection without finishing the body."""
-    log.warning("upstream %s: %s %s", why, request.method, request.rel_url.raw_path[:300])
-    response_broke_off(request)
-    if request.transport is not None:
-        request.transport.close()
-    return ConnectionResetError(why)

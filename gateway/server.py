@@ -29,7 +29,7 @@ import ssl
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import logs
+from . import logs, websocket_proxy
 from .access_log import AccessLogger
 from .config import Settings
 from .connections import GuardedConnection, Limits, Registry, connection_middleware
@@ -159,6 +159,7 @@ async def drain(
     # and be reset when it closes; with one process there is nothing to wait for.
     await asyncio.sleep(min(settle, max(deadline - loop.time(), 0.0)))
     registry.draining = True
+    await websocket_proxy.close_all(runner.app)  # WebSockets never end by themselves: 1001, and they reconnect
     while registry.connections and loop.time() < deadline:
         registry.close_idle(DRAIN_IDLE_GRACE, loop.time())
         await asyncio.sleep(0.05)

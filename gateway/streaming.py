@@ -1,0 +1,153 @@
+"""Streamed responses: every upstream chunk reaches the client as soon as it arrives, and a cut stream is one line.
+
+Timing. The upstream's answer (status line and headers) must come within GATEWAY_UPSTREAM_TIMEOUT of the request
+being sent, counted from the end of the request body as aiohttp's ``sock_read`` counts it (a slow upload is never a
+slow answer). Between two chunks of the body, an ordinary response gets GATEWAY_UPSTREAM_TIMEOUT again, a *stream*
+gets GATEWAY_STREAM_IDLE_TIMEOUT: Server-Sent Events, long polls and other bodies of unknown length are quiet for
+minutes by design. The bounds are ``asyncio.timeout`` scopes rescheduled around each read, so waiting for the
+client to take a chunk (backpressure) never counts against the upstream.
+
+No buffering: ``readany()`` returns whatever bytes have arrived (it never waits to fill a chunk), and each is
+written to the client at once.
+
+Cuts. Once the headers are out, a failure can only be told by closing the client's connection before the body's
+end. That is done here, with one WARNING naming the request, and the handler then returns normally: an exception
+would make aiohttp log an ``Error handling request`` traceback for what is an everyday event (a closed tab).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import aiohttp
+from aiohttp import web
+
+from .observe import response_broke_off
+
+log = logging.getLogger("gateway.streaming")
+_QUIET = "quiet"
+
+
+def without_read_timeout(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
+    """The session's timeouts minus ``sock_read``, which would cut a quiet stream: the bounds here replace it."""
+    return aiohttp.ClientTimeout(
+        total=timeout.total,
+        connect=timeout.connect,
+        sock_connect=timeout.sock_connect,
+        ceil_threshold=timeout.ceil_threshold,
+    )
+
+
+def is_stream(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """SSE, or a body of unknown length (chunked, or read until the connection closes)."""
+    if request.method == "HEAD" or upstream.status < 200 or upstream.status in (204, 304):
+        return False
+    content_type = upstream.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    return content_type == "text/event-stream" or "Content-Length" not in upstream.headers
+
+
+def describe(request: web.Request) -> str:
+    # SECURITY: the path without its query (tokens), still percent-encoded (a decoded %0A would forge a log line).
+    return f"{request.method} {request.rel_url.raw_path[:300]}"
+
+
+class AnswerDeadline:
+    """GATEWAY_UPSTREAM_TIMEOUT for the upstream's answer: from the hand-over of a request without a body, or from
+    the last byte of the body sent (a slow upload is not a slow answer; aiohttp's ``sock_read`` counted the same).
+
+    Use: ``async with AnswerDeadline(60) as deadline:`` around the upstream request, ``data=deadline.body(request)``
+    and ``deadline.answered()`` when the headers are in; expiry raises ``TimeoutError`` out of the block.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._scope = asyncio.timeout(None)
+        self._answered = False
+
+    async def __aenter__(self) -> AnswerDeadline:
+        await self._scope.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return await self._scope.__aexit__(kind, exc, tb)
+
+    def start(self) -> None:
+        # An upload may end after the answer began (an app that answers while it reads): then the answer is in.
+        if not self._answered:
+            self._scope.reschedule(asyncio.get_running_loop().time() + self._seconds)
+
+    def answered(self) -> None:
+        self._answered = True
+        self._scope.reschedule(None)
+
+    def body(self, source: aiohttp.StreamReader | AsyncIterator[bytes] | None) -> AsyncIterator[bytes] | None:
+        """The request's body as it arrives (never buffered); the clock starts when its last byte has been sent."""
+        if source is None:
+            self.start()
+            return None
+        return self._then_start(source)
+
+    async def _then_start(self, source: aiohttp.StreamReader | AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        chunks = source.iter_any() if isinstance(source, aiohttp.StreamReader) else source
+        async for chunk in chunks:
+            yield chunk
+        self.start()
+
+
+def cut(request: web.Request, why: str) -> None:
+    """The one line a cut stream leaves in the log; the connection is closed so the client sees an unfinished body."""
+    log.warning("stream cut: %s: %s", why, describe(request))
+    response_broke_off(request)
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def copy_body(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    *,
+    read_timeout: float,
+    idle_timeout: float | None,
+) -> None:
+    """Copy the upstream's body to the prepared ``response`` chunk by chunk; a cut is logged, never raised."""
+    stream = is_stream(request, upstream)
+    bound = idle_timeout if stream else read_timeout
+    why = await _copy(upstream, response, bound)
+    if why == _QUIET:
+        setting = "GATEWAY_STREAM_IDLE_TIMEOUT" if stream else "GATEWAY_UPSTREAM_TIMEOUT"
+        why = f"the upstream sent nothing for {bound:g}s ({setting})"
+    if why is not None:
+        cut(request, why)
+
+
+async def _copy(upstream: aiohttp.ClientResponse, response: web.StreamResponse, bound: float | None) -> str | None:
+    """None when the whole body went through; else why not (``_QUIET``: nothing came within ``bound``)."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(None) as deadline:
+            while True:
+                deadline.reschedule(None if bound is None else loop.time() + bound)
+                try:
+                    chunk = await upstream.content.readany()
+                except aiohttp.ClientError as exc:
+                    return f"the upstream broke off the response ({exc.__class__.__name__})"
+                deadline.reschedule(None)  # the client taking its time is backpressure, not a quiet upstream
+                if not chunk:
+                    break
+                try:
+                    await response.write(chunk)
+                except (ConnectionError, aiohttp.ClientError):
+                    return "the client went away"
+    except TimeoutError:
+        return _QUIET
+    try:
+        await response.write_eof()
+    except (ConnectionError, aiohttp.ClientError):
+        return "the client went away"
+    return None
