@@ -2,8 +2,8 @@
 
 The gateway runs as ``python -m gateway`` from a checkout (this one, or ``--baseline DIR``): ``-m`` puts the
 working directory first on ``sys.path``, so each checkout runs its own ``gateway`` package with this venv's
-libraries. Its access log is turned off the only way the gateway offers, ``GATEWAY_LOG_LEVEL=warning``, because
-the comparison is with peers whose access logs are off; readiness is then polled on ``/oauth2/healthz`` since
+libraries. Its access log is off (``GATEWAY_ACCESS_LOG=false``, and ``GATEWAY_LOG_LEVEL=warning`` for checkouts
+older than that variable), because the comparison is with peers whose access logs are off; readiness is polled on ``/oauth2/healthz`` since
 the "listening" line is an info line. ``GATEWAY_WORKERS`` and the rest stay at their defaults unless
 ``--gateway-env`` says otherwise.
 """
@@ -55,7 +55,8 @@ def gateway_env(port: int, store: str, *, idp_port: int, upstream: str, redis_ur
         "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "GATEWAY_LISTEN": f"127.0.0.1:{port}",
         "GATEWAY_SESSION_STORE": store,
-        "GATEWAY_LOG_LEVEL": "warning",
+        "GATEWAY_LOG_LEVEL": "warning",  # the access log of a checkout older than GATEWAY_ACCESS_LOG
+        "GATEWAY_ACCESS_LOG": "false",
     }
     if store == "redis":
         env["GATEWAY_REDIS_URL"] = redis_url
