@@ -317,17 +317,7 @@ class _Parser(EnvReader):
         observability = self.observability(port, tls.redirect_listen)
         server = self.server()
         streams = self.streams()
-        callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
-        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
-            self.problems.append(
-                f"GATEWAY_CALLBACK_PATH: {callback_path!r} must be a plain absolute path outside /oauth2/"
-            )
-        sign_out_redirect = self.raw("GATEWAY_SIGN_OUT_REDIRECT") or "/"
-        if safe_redirect_path(sign_out_redirect) is None:
-            self.problems.append(f"GATEWAY_SIGN_OUT_REDIRECT: {sign_out_redirect!r} must be a same-origin path like /")
-        log_level = (self.raw("GATEWAY_LOG_LEVEL") or "info").upper()
-        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            self.problems.append(f"GATEWAY_LOG_LEVEL: {log_level.lower()!r} is not debug, info, warning or error")
+        callback_path, sign_out_redirect, log_level = self.paths_and_logging()
         if self.problems:
             raise ConfigError(self.problems)
         assert public_url is not None and provider is not None and session is not None and upstream is not None
@@ -385,6 +375,21 @@ class _Parser(EnvReader):
                 f"GATEWAY_TOKEN_ALGORITHMS: {', '.join(bad)} not allowed; use asymmetric ones such as RS256"
             )
         return algorithms
+
+    def paths_and_logging(self) -> tuple[str, str, str]:
+        """GATEWAY_CALLBACK_PATH, GATEWAY_SIGN_OUT_REDIRECT and GATEWAY_LOG_LEVEL."""
+        callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
+        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
+            self.problems.append(
+                f"GATEWAY_CALLBACK_PATH: {callback_path!r} must be a plain absolute path outside /oauth2/"
+            )
+        sign_out_redirect = self.raw("GATEWAY_SIGN_OUT_REDIRECT") or "/"
+        if safe_redirect_path(sign_out_redirect) is None:
+            self.problems.append(f"GATEWAY_SIGN_OUT_REDIRECT: {sign_out_redirect!r} must be a same-origin path like /")
+        log_level = (self.raw("GATEWAY_LOG_LEVEL") or "info").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            self.problems.append(f"GATEWAY_LOG_LEVEL: {log_level.lower()!r} is not debug, info, warning or error")
+        return callback_path, sign_out_redirect, log_level
 
     def provider(self) -> ProviderSettings | None:
         issuer_url, names_a_pool = self.issuer()
