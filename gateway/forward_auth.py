@@ -18,7 +18,7 @@ from yarl import URL
 from .access import Policy
 from .appkeys import IDENTIFY, SETTINGS
 from .errors import BadRequest, NeedsSignIn
-from .headers import header_value
+from .headers import claim_values, header_value
 from .identity import Identity
 
 
@@ -46,16 +46,20 @@ def _narrowing(request: web.Request) -> Policy | None:
     return Policy("authenticated", groups=groups, email_domains=email_domains)
 
 
+_AUTH_REQUEST_NAMES = {
+    "user": "X-Auth-Request-User",
+    "email": "X-Auth-Request-Email",
+    "groups": "X-Auth-Request-Groups",
+    "preferred": "X-Auth-Request-Preferred-Username",
+}
+
+
 def auth_request_headers(identity: Identity) -> dict[str, str]:
-    """oauth2-proxy's names, for the front proxy to copy onto the request it forwards."""
-    headers = {"X-Auth-Request-User": header_value(identity.username or identity.client_id or identity.sub)}
-    if identity.email and identity.email_verified:
-        headers["X-Auth-Request-Email"] = header_value(identity.email)
-    if identity.groups:
-        headers["X-Auth-Request-Groups"] = ",".join(header_value(g, in_list=True) for g in identity.groups)
-    if identity.preferred_username:
-        headers["X-Auth-Request-Preferred-Username"] = header_value(identity.preferred_username)
-    return headers
+    """oauth2-proxy's names, for the front proxy to copy onto the request it forwards (a machine: its client id)."""
+    if identity.username is None:
+        return {"X-Auth-Request-User": header_value(identity.client_id or identity.sub)}
+    values = claim_values(identity)
+    return {name: values[key] for key, name in _AUTH_REQUEST_NAMES.items() if key in values}
 
 
 async def auth(request: web.Request) -> web.Response:

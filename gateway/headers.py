@@ -154,7 +154,7 @@ def header_value(value: str, *, in_list: bool = False) -> str:
     return "%20" * lead + core + "%20" * (len(encoded) - len(core) - lead)
 
 
-def _claim_values(identity: Identity) -> dict[str, str]:
+def claim_values(identity: Identity) -> dict[str, str]:
     """A person's claims as header values, encoded once for every family."""
     assert identity.username is not None
     values = {"user": header_value(identity.username), "sub": header_value(identity.sub)}
@@ -185,7 +185,7 @@ def identity_headers(
         headers.append((SCOPES, " ".join(header_value(s, in_list=True) for s in sorted(identity.scopes))))
     if identity.username is None:
         return headers  # SECURITY: a machine client is never presented as a user
-    values = _claim_values(identity)
+    values = claim_values(identity)
     token = header_value(identity.access_token) if access_token and identity.access_token else None
     for family in FAMILIES:
         if family in families:
