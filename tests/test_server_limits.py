@@ -164,7 +164,9 @@ async def test_150_trickled_heads_are_closed_after_the_header_timeout_and_nobody
         f"{base_p50:.1f}/{base_p99:.1f} ms before, {p50:.1f}/{p99:.1f} ms during ({len(during)} requests)"
     )
     assert still_open == 0
-    assert all(HEADER_TIMEOUT - 0.2 <= lifetime <= HEADER_TIMEOUT + 2.5 for lifetime in closed_after), closed_after
+    # The client starts its clock once its connect returns, which lags the server's accept while 150 connect at
+    # once: the lower bound allows for that lag, the upper one for a busy machine.
+    assert all(HEADER_TIMEOUT - 0.5 <= lifetime <= HEADER_TIMEOUT + 2.5 for lifetime in closed_after), closed_after
     # Generous bounds: the machine is shared. A gateway that served the slow heads first would wait for seconds.
     assert p99 < max(10 * base_p99, 500), (p50, p99)
 
