@@ -201,21 +201,12 @@ async def test_a_rolling_restart_under_load_fails_no_request(tmp_path: Path, wor
 
 
 def test_two_workers_serve_https_with_the_guard_and_both_open_the_redirect_listener(tmp_path: Path) -> None:
-    from .test_tls import LocalCa, gateway_env, wait_for_https
+    from .test_tls import LocalCa, https_env, wait_for_https
 
     ca = LocalCa.create(tmp_path)
-    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
-    ca.issue(cert_file, key_file)
     idp = start_dev_idp()
-    port, redirect_port = free_port(), free_port()
-    env = gateway_env(
-        idp,
-        port,
-        GATEWAY_TLS_CERT_FILE=str(cert_file),
-        GATEWAY_TLS_KEY_FILE=str(key_file),
-        GATEWAY_HTTP_REDIRECT_LISTEN=f"127.0.0.1:{redirect_port}",
-        GATEWAY_WORKERS="2",
-    )
+    env, port, _ = https_env(idp, ca, tmp_path, GATEWAY_WORKERS="2")
+    redirect_port = int(env["GATEWAY_HTTP_REDIRECT_LISTEN"].rsplit(":", 1)[1])
     process = start_gateway(env, wait_ready=False)
     context = ssl.create_default_context(cafile=str(ca.file))
     try:

@@ -165,9 +165,8 @@ class TlsGateway:
     env: dict[str, str]
 
 
-@pytest.fixture
-def tls_gateway(idp: DevIdpProcess, ca: LocalCa, tmp_path: Path) -> Iterator[TlsGateway]:
-    """A gateway serving https with a certificate from ``ca``, and a redirect listener on another port."""
+def https_env(idp: DevIdpProcess, ca: LocalCa, tmp_path: Path, **extra: str) -> tuple[dict, int, tuple[Path, Path]]:
+    """A gateway's environment serving https with a certificate from ``ca``, plus a redirect listener."""
     cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
     ca.issue(cert_file, key_file)
     port, redirect_port = free_port(), free_port()
@@ -177,7 +176,15 @@ def tls_gateway(idp: DevIdpProcess, ca: LocalCa, tmp_path: Path) -> Iterator[Tls
         GATEWAY_TLS_CERT_FILE=str(cert_file),
         GATEWAY_TLS_KEY_FILE=str(key_file),
         GATEWAY_HTTP_REDIRECT_LISTEN=f"127.0.0.1:{redirect_port}",
+        **extra,
     )
+    return env, port, (cert_file, key_file)
+
+
+@pytest.fixture
+def tls_gateway(idp: DevIdpProcess, ca: LocalCa, tmp_path: Path) -> Iterator[TlsGateway]:
+    """A gateway serving https with a certificate from ``ca``, and a redirect listener on another port."""
+    env, port, (cert_file, key_file) = https_env(idp, ca, tmp_path)
     process = start_gateway(env, wait_ready=False)
     try:
         wait_for_https(port, _trusting(ca.file), process)
