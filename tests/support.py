@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -221,3 +222,14 @@ def jwt_segments(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
 
     payload_text = decode(payload_b64)
     return json.loads(decode(header_b64)), json.loads(payload_text), payload_text
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Debian's Chromium under Playwright (it cannot download a browser of its own here), headless."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    )

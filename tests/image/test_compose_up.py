@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..support import ROOT
+from ..support import CHROMIUM, ROOT, launch_chromium
 from ..test_compose import on_loopback
 from .conftest import ARTIFACTS, record, unavailable
 from .engine import DOCKER_ENV, docker
@@ -32,7 +32,6 @@ pytestmark = pytest.mark.image
 
 PROJECT = "cgw-image-test"
 PORTS = (8000, 9000, 5000)
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def host_network_variant(compose: dict, image: str) -> dict:
@@ -127,10 +126,7 @@ def chromium() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
 
