@@ -39,7 +39,9 @@ def _run(settings: Settings, sock: socket.socket, *, settle: float = 0.0, parent
 
     app.on_startup.append(announce)
     try:
-        asyncio.run(server.serve(app, settings, sock, ssl_context, settle=settle, parent=parent))
+        serving = server.serve(app, settings, sock, ssl_context, settle=settle, parent=parent)
+        with asyncio.Runner(loop_factory=server.loop_factory(settings.server.event_loop)) as runner:
+            runner.run(serving)
     except metrics.MetricsListenError as exc:
         print(f"cognito-gateway: {exc}", file=sys.stderr)
         return 1

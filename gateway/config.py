@@ -216,6 +216,7 @@ class ServerSettings:
     max_body_size: int | None = None  # GATEWAY_MAX_BODY_SIZE: 413 beyond it; None: no limit
     workers: int = 1  # GATEWAY_WORKERS: processes sharing the port; 1 serves in the main process
     shutdown_timeout: float = 30.0  # GATEWAY_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight requests
+    event_loop: str = "uvloop"  # GATEWAY_EVENT_LOOP: "uvloop" (libuv; measured in bench/README.md) or "asyncio"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -614,7 +615,15 @@ class _Parser(EnvReader):
             max_body_size=max_body_size,
             workers=count("GATEWAY_WORKERS", usable_cpus(), 1),
             shutdown_timeout=self.duration("GATEWAY_SHUTDOWN_TIMEOUT", 30, minimum=0),
+            event_loop=self._event_loop(),
         )
+
+    def _event_loop(self) -> str:
+        loop = (self.raw("GATEWAY_EVENT_LOOP") or "uvloop").lower()
+        if loop not in ("uvloop", "asyncio"):
+            self.problems.append(f"GATEWAY_EVENT_LOOP: {loop!r} is not uvloop or asyncio")
+            return "uvloop"
+        return loop
 
     def tls(self, public_url: URL | None, listen_port: int) -> TlsSettings:
         cert, key = self.raw("GATEWAY_TLS_CERT_FILE"), self.raw("GATEWAY_TLS_KEY_FILE")

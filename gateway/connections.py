@@ -143,8 +143,7 @@ class GuardedConnection(asyncio.Protocol):
 
     # asyncio protocol ----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
         if not self.registry.admit(self):
             log.warning("connection limit (%d) reached and none idle: refusing", self.limits.max_connections)
             transport.write(answer(503, "too_many_connections", "The gateway is at its connection limit."))

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import ssl
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -69,6 +70,16 @@ def listen_socket(host: str, port: int, *, listen: bool = True) -> socket.socket
         sock.close()
         raise
     return sock
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """GATEWAY_EVENT_LOOP: uvloop (libuv's loop; its transports write and read with less Python per request, see
+    bench/README.md) or the standard library's."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def runner_for(app: web.Application, settings: Settings) -> web.AppRunner:

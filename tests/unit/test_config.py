@@ -323,3 +323,10 @@ def test_rules_and_public_paths_build_one_table() -> None:
         rules.policy_for("/", "a.example").kind == "public"
         and rules.policy_for("/", "b.example").kind == "authenticated"
     )
+
+
+def test_event_loop_defaults_to_uvloop_and_refuses_other_names():
+    assert Settings.from_env(MINIMAL).server.event_loop == "uvloop"
+    assert Settings.from_env({**MINIMAL, "GATEWAY_EVENT_LOOP": "asyncio"}).server.event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="GATEWAY_EVENT_LOOP"):
+        Settings.from_env({**MINIMAL, "GATEWAY_EVENT_LOOP": "tokio"})
