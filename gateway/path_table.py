@@ -14,10 +14,15 @@ import dataclasses
 from collections.abc import Hashable, Iterable
 from typing import Generic, TypeVar
 
+from cachetools import LRUCache
+
 from .errors import BadRequest
 from .request_target import readings
 
 V = TypeVar("V", bound=Hashable)
+
+DECISIONS_KEPT = 4096  # (path, host) pairs whose outcome is remembered: a site's paths, bounded against floods
+_AMBIGUOUS, _UNDECIDED = object(), object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +68,9 @@ class PathTable(Generic[V]):
         self._folded = [dataclasses.replace(e, path=e.path.lower()) for e in self._entries]
         self.default = default
         self.has_hosts = any(entry.host is not None for entry in self._entries)
+        # The table never changes, so a path's outcome never does: computing the readings once per path, not per
+        # request, takes the lookup off the hot path. Bounded (LRU), since the keys are whatever clients send.
+        self._decided: LRUCache[tuple[str, str | None], object] = LRUCache(maxsize=DECISIONS_KEPT)
 
     @property
     def entries(self) -> tuple[Entry[V], ...]:
@@ -74,14 +82,21 @@ class PathTable(Generic[V]):
 
     def lookup(self, raw_path: str, host: str | None = None) -> V:
         """The value every reading of ``raw_path`` falls under; BadRequest when they disagree."""
+        key = (raw_path, host)
+        decided = self._decided.get(key, _UNDECIDED)
+        if decided is _UNDECIDED:
+            decided = self._decided[key] = self._decide(raw_path, host)
+        if decided is _AMBIGUOUS:
+            # SECURITY: the upstream might route this target under another entry than the one we would check.
+            raise BadRequest("The request path is ambiguous; use its plain form.", code="ambiguous_path")
+        return decided  # type: ignore[return-value]
+
+    def _decide(self, raw_path: str, host: str | None) -> object:
         paths, fold_case = readings(raw_path)
         found = {self._match(path, host, self._entries) for path in paths}
         if fold_case:
             found |= {self._match(path.lower(), host, self._folded) for path in paths}
-        if len(found) > 1:
-            # SECURITY: the upstream might route this target under another entry than the one we would check.
-            raise BadRequest("The request path is ambiguous; use its plain form.", code="ambiguous_path")
-        return found.pop()
+        return _AMBIGUOUS if len(found) > 1 else found.pop()
 
 
 def request_host(host_header: str | None) -> str | None:
