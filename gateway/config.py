@@ -134,6 +134,7 @@ class SessionSettings:
     refresh_grace: int = 600  # on an IdP outage, keep a session this long past its tokens' expiry
     store: str = "cookie"  # "cookie" or "redis"
     redis_url: str | None = None
+    redis_cache: bool = True  # GATEWAY_REDIS_CACHE: per-process copies kept true by Redis's invalidations
     base_cookie_name: str = ""  # GATEWAY_COOKIE_NAME as given, when cookie_name carries the __Host- prefix
     preserve_post_limit: int = 64 * 1024  # GATEWAY_PRESERVE_POST_LIMIT: form POSTs kept through a sign-in; 0: off
 
@@ -486,7 +487,7 @@ class _Parser(EnvReader):
             "domain": domain,
         }
 
-    def session_store(self) -> dict[str, str | None]:
+    def session_store(self) -> dict[str, str | bool | None]:
         store = (self.raw("GATEWAY_SESSION_STORE") or "cookie").lower()
         redis_url = self.raw("GATEWAY_REDIS_URL")
         if store not in ("cookie", "redis"):
@@ -498,7 +499,7 @@ class _Parser(EnvReader):
         if redis_url is not None and URL(redis_url).scheme not in ("redis", "rediss", "unix"):
             # SECURITY: the URL may hold a password, so only its scheme is quoted back.
             self.problems.append("GATEWAY_REDIS_URL: must start with redis://, rediss:// or unix://")
-        return {"store": store, "redis_url": redis_url}
+        return {"store": store, "redis_url": redis_url, "redis_cache": self.boolean("GATEWAY_REDIS_CACHE", True)}
 
     def session(self, public_url: URL | None) -> SessionSettings | None:
         keys = self.session_keys()

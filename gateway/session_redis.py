@@ -25,6 +25,7 @@ from .config import SessionSettings
 from .crypto import SESSION_PURPOSE, Sealer
 from .errors import RefreshBusy, StoreUnavailable
 from .session_backends import Loaded, open_session, seal_session
+from .session_copies import TrackedCopies
 from .user_session import UserSession
 
 log = logging.getLogger("gateway.session")
@@ -49,6 +50,8 @@ class RedisBackend:
         )
         self._prefix = f"cognito-gateway:{settings.base_cookie_name or settings.cookie_name}:"
         self._sealer = Sealer(settings.keys, SESSION_PURPOSE)
+        # Each process keeps the sessions it read, invalidated by Redis the moment any client changes one.
+        self._copies = TrackedCopies(settings.redis_url, self._session_key("")) if settings.redis_cache else None
 
     def _session_key(self, digest: str) -> str:
         return f"{self._prefix}session:{digest}"
@@ -56,13 +59,37 @@ class RedisBackend:
     def _user_key(self, username: str) -> str:
         return f"{self._prefix}user:{quote(username, safe='')}"
 
-    async def _get(self, session_id: str) -> Loaded | None:
+    async def _get(self, session_id: str, *, copy_ok: bool = True) -> Loaded | None:
+        key = self._session_key(_digest(session_id))
+        copies = self._copies if copy_ok else None
+        if copies is not None:
+            copies.start()
+            copy = copies.get(key)
+            if copy is not None:
+                return copy  # type: ignore[no-any-return]
+        epoch = copies.epoch if copies is not None else 0
         try:
-            blob = await self._client.get(self._session_key(_digest(session_id)))
+            blob = await self._client.get(key)
         except RedisError as exc:
             log.warning("redis unavailable: %s", exc.__class__.__name__)
             raise StoreUnavailable() from exc
-        return open_session(self._sealer, blob, ttl=None, session_id=session_id) if blob is not None else None
+        loaded = open_session(self._sealer, blob, ttl=None, session_id=session_id) if blob is not None else None
+        if copies is not None and loaded is not None:
+            copies.keep(key, loaded, epoch)
+        return loaded
+
+    @property
+    def copies_live(self) -> bool:
+        """Whether this process's session copies are in use (Redis's invalidations arrive)."""
+        return self._copies is not None and self._copies.live
+
+    def has_copy(self, value: str) -> bool:
+        return self._copies is not None and self._copies.get(self._session_key(_digest(value))) is not None
+
+    def _forget(self, digest: str) -> None:
+        """This process's own write or delete: its copy goes now (Redis's invalidation follows for the others)."""
+        if self._copies is not None:
+            self._copies.forget(self._session_key(digest))
 
     async def load(self, value: str) -> Loaded | None:
         if len(value) != SESSION_ID_LENGTH:
@@ -84,6 +111,8 @@ class RedisBackend:
                 await pipe.execute()
         except RedisError as exc:
             raise StoreUnavailable() from exc
+        finally:
+            self._forget(digest)
         return session
 
     def cookie_value(self, session: UserSession) -> str:
@@ -94,6 +123,7 @@ class RedisBackend:
         if session.session_id is None:
             return
         digest = _digest(session.session_id)
+        self._forget(digest)
         try:
             await self._client.delete(self._session_key(digest))
             await self._client.srem(self._user_key(session.username), digest)
@@ -121,7 +151,7 @@ class RedisBackend:
                 log.warning("refresh lock expired before release")
 
     async def reload(self, session: UserSession) -> UserSession | None:
-        loaded = await self._get(session.session_id or "")
+        loaded = await self._get(session.session_id or "", copy_ok=False)  # another replica's refresh, never a copy
         return loaded.session if loaded is not None else None
 
     async def readiness(self) -> str:
@@ -155,4 +185,6 @@ class RedisBackend:
         return int(removed)
 
     async def close(self) -> None:
+        if self._copies is not None:
+            await self._copies.close()
         await self._client.aclose()

@@ -1,0 +1,154 @@
+"""Local copies of the Redis sessions, kept true by Redis itself (server-assisted client-side caching).
+
+Reading the session from Redis on every request costs a round trip and most of a request's CPU. So each gateway
+process keeps the sessions it has read, and Redis tells it the moment one changes: a dedicated connection turns
+on ``CLIENT TRACKING ... BCAST PREFIX <session prefix>``, redirected to itself and subscribed to
+``__redis__:invalidate``, and Redis then names every session key that any client writes, deletes or that
+expires or is evicted. Sign-out on another replica, ``python -m gateway sessions revoke`` and an operator's
+``DEL`` all reach every process within a network round trip, as they would without the copies.
+
+When the copies may not be trusted, they are not used: until the tracking connection is subscribed, after it
+fails (every copy is dropped, and it reconnects), and when it has not answered a PING in time (a silent
+partition). A read that raced an invalidation is not kept (``epoch``). ``MAX_AGE`` bounds a copy's life
+regardless, as a last line. Expiry, idle timeout and refresh stay the session manager's, checked on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as redis
+from cachetools import TTLCache
+from redis.exceptions import RedisError
+
+log = logging.getLogger("gateway.session")
+
+COPIES_KEPT = 10_000  # sessions per process
+MAX_AGE = 30.0  # seconds a copy is trusted at most, even with no invalidation
+PING_EVERY = 5.0  # seconds between liveness checks of the tracking connection
+RECONNECT_AFTER = 1.0
+INVALIDATE_CHANNEL = "__redis__:invalidate"
+
+
+class TrackedCopies:
+    """``get``/``keep``/``forget`` copies by Redis key; only while Redis's invalidations are known to arrive."""
+
+    def __init__(self, url: str, prefix: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._pool = redis.ConnectionPool.from_url(url, protocol=2, socket_connect_timeout=2)
+        self._prefix = prefix
+        self._copies: TTLCache[str, Any] = TTLCache(maxsize=COPIES_KEPT, ttl=MAX_AGE, timer=clock)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._conn: Any = None  # the tracking connection, while there is one
+        self.live = False  # True only while invalidations are known to arrive
+        self.epoch = 0  # bumped by every invalidation: a read that spans one is not kept
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._track_forever())
+
+    def get(self, key: str) -> Any | None:
+        if not self.live:
+            return None
+        return self._copies.get(key)
+
+    def keep(self, key: str, value: Any, epoch: int) -> None:
+        """Keep what was read at ``epoch``, unless an invalidation came while it was being read."""
+        # SECURITY: a read that overlapped an invalidation may carry what was just deleted; it is not kept.
+        if self.live and epoch == self.epoch:
+            self._copies[key] = value
+
+    def forget(self, key: str) -> None:
+        self._copies.pop(key, None)
+
+    def _drop_all(self) -> None:
+        self.live = False
+        self.epoch += 1
+        self._copies.clear()
+
+    def _invalidated(self, keys: list[bytes] | None) -> None:
+        self.epoch += 1
+        if keys is None:  # FLUSHDB / FLUSHALL
+            self._copies.clear()
+            return
+        for key in keys:
+            self._copies.pop(key.decode("utf-8", "replace"), None)
+
+    async def _track_forever(self) -> None:
+        # redis-py may turn the cancellation of a pending read into its own error: the flag ends the loop anyway.
+        while not self._closing:
+            try:
+                await self._track_once()
+            except (RedisError, OSError) as exc:
+                if self.live and not self._closing:
+                    log.warning(
+                        "redis invalidations lost (%s): session copies off until reconnected", type(exc).__name__
+                    )
+            finally:
+                self._drop_all()
+            if not self._closing:
+                await asyncio.sleep(RECONNECT_AFTER)
+
+    async def _track_once(self) -> None:
+        conn = self._conn = self._pool.make_connection()
+        try:
+            await conn.connect()
+            await conn.send_command("CLIENT", "ID")
+            client_id = await conn.read_response()
+            await conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", "PREFIX", self._prefix)
+            await conn.read_response()
+            await conn.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
+            await conn.read_response()
+            self.epoch += 1  # reads begun before the subscription may have missed an invalidation: not kept
+            self.live = True
+            await self._listen(conn)
+        finally:
+            await conn.disconnect()
+
+    async def _listen(self, conn: Any) -> None:
+        """Apply invalidations as they come; a PING unanswered for a whole interval means the link is gone."""
+        heard = asyncio.Event()
+        pinger = asyncio.get_running_loop().create_task(self._ping(conn, heard))
+        try:
+            while True:
+                message = await conn.read_response(timeout=math.inf)
+                heard.set()
+                if isinstance(message, list) and message[:2] == [b"message", INVALIDATE_CHANNEL.encode()]:
+                    self._invalidated(message[2])
+        finally:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+
+    async def _ping(self, conn: Any, heard: asyncio.Event) -> None:
+        while True:
+            heard.clear()
+            await conn.send_command("PING")
+            try:
+                await asyncio.wait_for(heard.wait(), PING_EVERY)
+            except TimeoutError:
+                log.warning("redis tracking connection silent for %.0fs: session copies off", PING_EVERY)
+                self._drop_all()
+                await conn.disconnect()  # the reader fails, and the connection is made again
+                return
+            await asyncio.sleep(PING_EVERY)
+
+    async def close(self) -> None:
+        """Closing the tracking connection ends its reader (redis-py does not always pass a cancellation on)."""
+        self._closing = True
+        if self._task is not None:
+            if self._conn is not None:
+                await self._conn.disconnect()
+            done, _ = await asyncio.wait([self._task], timeout=RECONNECT_AFTER + 1)
+            if not done:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._pool.disconnect()
