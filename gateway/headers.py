@@ -13,6 +13,7 @@ into the same variable as ``X-Forwarded-User``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -23,7 +24,7 @@ from cachetools import LRUCache
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .identity import Identity
-from .session_cookies import cookie_pairs, is_gateway_cookie
+from .session_cookies import cookie_pairs
 from .signed_identity import RENEW_BEFORE, IdentitySigner
 
 HOP_BY_HOP = frozenset(
@@ -127,6 +128,7 @@ _LIST_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%,")
 log = logging.getLogger("gateway.headers")
 
 
+@functools.lru_cache(maxsize=1024)  # header names repeat on every request; bounded, as clients choose them
 def normalise(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
@@ -227,6 +229,7 @@ class HeaderPolicy:
         self._prefixes = _STRIPPED_PREFIXES + tuple(n[:-1] for n in extra if n.endswith("*"))
         self._names = _STRIPPED_NAMES | {n for n in extra if not n.endswith("*")}
         self._cookie_keys = tuple(normalise(name) for name in self._cookie_names)
+        self._cookie_prefixes = tuple(f"{name}_" for name in self._cookie_names)
 
     def identity_headers(self, identity: Identity) -> tuple[tuple[str, str], ...]:
         """The identity's headers, built (and x-amzn-oidc-data signed) once per identity and reused until the signed
@@ -246,7 +249,8 @@ class HeaderPolicy:
         return built
 
     def is_gateway_cookie(self, name: str) -> bool:
-        return any(is_gateway_cookie(name, prefix) for prefix in self._cookie_names)
+        # The same test as session_cookies.is_gateway_cookie, for every prefix at once.
+        return name in self._cookie_names or name.startswith(self._cookie_prefixes)
 
     def _dropped(self, key: str, identity: Identity | None) -> bool:
         """``key`` is a normalised name of a client header."""
