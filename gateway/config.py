@@ -247,9 +247,10 @@ class Settings:
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     streams: StreamSettings = dataclasses.field(default_factory=StreamSettings)
 
-    @property
+    @functools.cached_property
     def redirect_uri(self) -> str:
-        """The callback URL registered with Cognito: derived from configuration only, never from a request."""
+        """The callback URL registered with Cognito: derived from configuration only, never from a request.
+        Built once (a frozen dataclass may cache a derived value): every sign-in and callback reads it."""
         return str(self.public_url.with_path(self.callback_path))
 
     @classmethod

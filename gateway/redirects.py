@@ -6,10 +6,13 @@ because browsers and upstream apps may decode again: ``/%2F%2Fevil.example`` is 
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 MAX_LENGTH = 2048
 _MAX_DECODES = 4
+# A backslash, a C0 control character or DEL anywhere (one regex scan instead of a Python loop per character).
+_UNSAFE_CHARACTER = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def _is_safe_form(candidate: str) -> bool:
@@ -17,7 +20,7 @@ def _is_safe_form(candidate: str) -> bool:
     # never starts with "/"; control characters (tab, CR, LF) are removed by browsers, so "/\t/host" becomes "//host".
     if not candidate.startswith("/") or candidate.startswith(("//", "/\\")):
         return False
-    return not any(ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in candidate)
+    return _UNSAFE_CHARACTER.search(candidate) is None
 
 
 def safe_redirect_path(target: str | None) -> str | None:

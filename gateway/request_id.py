@@ -1,7 +1,7 @@
 """The request id: one name for a request in the gateway's log, the upstream's log and the client's bug report.
 
 ``X-Request-Id`` from a front proxy in GATEWAY_TRUSTED_PROXIES is kept, so that one id follows the request through
-every hop; from anyone else, or when it is not a short printable token, a new one (uuid4, 32 hex digits) replaces
+every hop; from anyone else, or when it is not a short printable token, a new one (128 random bits, 32 hex digits) replaces
 it. The id goes upstream, back to the client on every response, and into the access line and every log line
 written while the request is handled (``CURRENT``, read by ``logs``).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import re
-import uuid
+import secrets
 
 from aiohttp import web
 
@@ -25,7 +25,8 @@ CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("gateway_re
 
 
 def new() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits of ``secrets``: as unique as a uuid4's, without building a UUID object on every request."""
+    return secrets.token_hex(16)
 
 
 def choose(sent: list[str], *, trusted: bool) -> str:

@@ -8,6 +8,7 @@ redirected to sign in; everything else gets a 401 with a JSON body, because a re
 
 from __future__ import annotations
 
+import functools
 import json
 from html import escape
 from urllib.parse import quote
@@ -21,14 +22,17 @@ from .identity import Identity
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
-def _accept(request: web.Request) -> MIMEAccept:
-    return parse_accept_header(request.headers.get("Accept", ""), MIMEAccept)
-
-
 def wants_html(request: web.Request) -> bool:
     """The client asked for HTML by name (``*/*`` alone, as curl and fetch send, is not enough)."""
-    accept = _accept(request)
-    return any(value in _HTML_TYPES and quality > 0 for value, quality in accept)
+    return _names_html(request.headers.get("Accept", ""))
+
+
+# Browsers send a handful of distinct Accept values, so parsing each once saves werkzeug's parser on almost every
+# request; the bound keeps a client that sends a new value each time from growing the cache.
+@functools.lru_cache(maxsize=256)
+def _names_html(accept: str) -> bool:
+    parsed = parse_accept_header(accept, MIMEAccept)
+    return any(value in _HTML_TYPES and quality > 0 for value, quality in parsed)
 
 
 def is_navigation(request: web.Request) -> bool:

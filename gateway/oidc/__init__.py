@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
@@ -55,6 +56,7 @@ class OidcClient:
         self._verifier = TokenVerifier(settings, clock)
         self._endpoints: Endpoints | None = None
         self._jwks: JwksCache | None = None
+        self._authorize_cache: tuple[tuple[str, str], str] | None = None
         self.last_error: str | None = "not loaded yet"
 
     def attach(self, http: aiohttp.ClientSession) -> None:
@@ -103,19 +105,27 @@ class OidcClient:
 
     # The browser's side ----------------------------------------------------------------------------------------
     def authorize_url(self, *, state: str, nonce: str, code_challenge: str, redirect_uri: str) -> str:
+        """The IdP's authorize URL for one sign-in: the per-provider part is built once, the fresh values appended."""
+        base = self._authorize_base(redirect_uri)
+        fresh = urlencode({"state": state, "nonce": nonce, "code_challenge": code_challenge}, quote_via=quote)
+        return f"{base}&{fresh}&code_challenge_method=S256"
+
+    def _authorize_base(self, redirect_uri: str) -> str:
+        """The authorize endpoint with the parameters that are the same for every sign-in, cached per endpoint."""
         endpoints, _ = self.endpoints()
-        return str(
-            URL(endpoints.authorization).update_query(
+        key = (endpoints.authorization, redirect_uri)
+        if self._authorize_cache is None or self._authorize_cache[0] != key:
+            url = URL(endpoints.authorization).update_query(
                 response_type="code",
                 client_id=self._settings.client_id,
                 redirect_uri=redirect_uri,
                 scope=" ".join(self._settings.scopes),
-                state=state,
-                nonce=nonce,
-                code_challenge=code_challenge,
-                code_challenge_method="S256",
             )
-        )
+            # SECURITY: the per-sign-in parameters are appended below; an endpoint that came with its own copies
+            # of them must not end up sending two (the IdP would pick one).
+            url = url.without_query_params("state", "nonce", "code_challenge", "code_challenge_method")
+            self._authorize_cache = (key, str(url))
+        return self._authorize_cache[1]
 
     def end_session_url(self, post_logout_uri: str) -> str | None:
         """Where to send the browser to end the IdP's own session too; None when the provider has no such endpoint."""

@@ -183,3 +183,10 @@ def test_another_gateways_secret_opens_nothing(clock: FakeClock) -> None:
     ours, theirs = LoginStates(session_settings(), clock), LoginStates(session_settings(), clock)
     attempt = theirs.new("/")
     assert ours.take(request(cookies=cookie_of(theirs, attempt)), attempt.state) is None
+
+
+def test_the_sealed_form_holds_every_field_of_the_attempt() -> None:
+    """to_json is written field by field: a field added to LoginAttempt and forgotten there fails here."""
+    attempt = LoginAttempt.new("/p?q=1", 1_000.5, post=True)
+    assert json.loads(attempt.to_json()) == dataclasses.asdict(attempt)
+    assert LoginAttempt(**json.loads(attempt.to_json())) == attempt

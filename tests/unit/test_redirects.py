@@ -39,3 +39,9 @@ def test_the_length_limit() -> None:
 
 def test_a_path_needing_up_to_three_decodes_is_still_accepted() -> None:
     assert safe_redirect_path("/a%25252Fb") == "/a%25252Fb"
+
+
+@pytest.mark.parametrize("char", [chr(c) for c in (*range(0x20), 0x7F)] + ["\\"])
+def test_every_control_character_del_and_backslash_is_refused_anywhere(char: str) -> None:
+    for target in (f"/{char}evil.example", f"/a{char}", f"/a?b={char}"):
+        assert safe_redirect_path(target) is None

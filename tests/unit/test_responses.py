@@ -29,6 +29,18 @@ def test_anything_else_does_not(accept: str | None) -> None:
     assert not wants_html(accepting(accept))
 
 
+def test_each_accept_value_is_parsed_once_and_the_cache_is_bounded() -> None:
+    from gateway.responses import _names_html
+
+    _names_html.cache_clear()
+    for _ in range(3):
+        assert wants_html(accepting(BROWSER))
+    assert _names_html.cache_info().hits == 2
+    for n in range(1000):  # a client sending a new Accept each time cannot grow the cache
+        wants_html(accepting(f"text/x-{n}"))
+    assert _names_html.cache_info().currsize <= 256
+
+
 # is_navigation ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_a_get_or_head_accepting_html_is_a_navigation(method: str) -> None:
