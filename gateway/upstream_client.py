@@ -9,7 +9,8 @@ WebSockets still use aiohttp's client (``websocket_proxy``).
   on ``Connection: close``, on an HTTP/1.0 answer without keep-alive, after a parse error or a body not read to
   its end. A request without a body that fails on a reused connection before any answer byte is sent once more
   on a fresh connection (a stale keep-alive connection, as aiohttp retries it).
-- Errors: ``UpstreamConnectionError`` (refused, reset, broke off, a bad or oversized head); a connect timeout is
+- Errors: ``UpstreamConnectionError`` (refused, reset, broke off), with ``UpstreamCertificateError`` (an https
+  upstream that did not verify) and ``UpstreamProtocolError`` (a bad or oversized head); a connect timeout is
   ``TimeoutError``. Other timeouts are the caller's (``streaming``).
 - Limits mirror aiohttp's client: 8190 bytes a status line or header field, 128 header fields.
 """
@@ -37,6 +38,10 @@ _NO_BODY_STATUS = (204, 304)
 
 class UpstreamConnectionError(Exception):
     """The upstream could not be reached, or broke the exchange off (no usable answer)."""
+
+
+class UpstreamCertificateError(UpstreamConnectionError):
+    """An https upstream whose certificate did not verify (named apart: it is a configuration problem)."""
 
 
 class UpstreamProtocolError(UpstreamConnectionError):
@@ -386,6 +391,8 @@ class UpstreamClient:
                 _, conn = await loop.create_connection(
                     lambda: _Connection(loop, key), host, port, ssl=context, server_hostname=host if tls else None
                 )
+        except ssl.SSLCertVerificationError as exc:
+            raise UpstreamCertificateError(f"the upstream's certificate did not verify: {exc.verify_message}") from exc
         except OSError as exc:
             raise UpstreamConnectionError(f"cannot connect to the upstream: {exc.__class__.__name__}") from exc
         return conn
