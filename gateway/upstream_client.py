@@ -102,6 +102,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._drain: asyncio.Future[None] | None = None
+        self._paused = False  # reading paused for backpressure (kept across exchanges: it is the socket's state)
         self._reset(False)
 
     def _reset(self, head_only: bool) -> None:
@@ -215,7 +216,8 @@ class _Connection(asyncio.Protocol):
             return
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > HIGH_WATER and self.transport is not None:
+        if self._buffered > HIGH_WATER and self.transport is not None and not self._paused:
+            self._paused = True
             self.transport.pause_reading()  # backpressure: the client has not taken what came
         self._wake()
 
@@ -249,7 +251,8 @@ class _Connection(asyncio.Protocol):
             await self._waiter
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
-        if self._buffered <= HIGH_WATER // 2 and self.transport is not None and not self.closed:
+        if self._paused and self._buffered <= HIGH_WATER // 2 and self.transport is not None and not self.closed:
+            self._paused = False
             self.transport.resume_reading()
         return chunk
 
@@ -286,6 +289,7 @@ class _Exchange:
             try:
                 return await self._send(conn, method, url, headers, body)
             except UpstreamConnectionError:
+                self._abandon()
                 # a stale keep-alive connection: replayed once, and only when there was no body to replay
                 if attempt or not reused or body is not None or conn.got_bytes:
                     raise

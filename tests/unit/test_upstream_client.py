@@ -210,3 +210,17 @@ async def test_a_stale_keep_alive_connection_is_retried_once_without_a_body(clie
             async with client.request("POST", _url(base, "/"), headers=CIMultiDict(), body=_chunks(b"x")):
                 pass
     assert answered == 2
+
+
+async def test_a_failing_body_raises_its_own_error_and_closes_the_connection(echo: str, client: UpstreamClient) -> None:
+    class TooLarge(Exception):
+        pass
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"part"
+        raise TooLarge()  # as bodies.PayloadTooLarge is raised while the body streams
+
+    with pytest.raises(TooLarge):
+        async with client.request("POST", _url(echo, "/upload"), headers=CIMultiDict(), body=body()):
+            pass
+    assert not any(client._idle.values())
