@@ -32,7 +32,7 @@ from aiohttp import web
 from . import endpoints, forward_auth, health, metrics, observe, preserved_post, proxy, tls, websocket_proxy
 from .access import Policy
 from .answers import error_middleware
-from .appkeys import HEADERS, IDENTIFY, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_HTTP
+from .appkeys import HEADERS, IDENTIFY, LOGINS, OIDC, SESSIONS, SETTINGS, UPSTREAM_CLIENT, UPSTREAM_HTTP
 from .bearer import BearerTokens
 from .bodies import expect_later
 from .config import Settings
@@ -47,6 +47,7 @@ from .session_manager import SessionManager
 from .session_redis import RedisBackend
 from .signed_identity import IdentitySigner
 from .signing_keys import KeyEndpoints, SigningKeys, load_private_keys
+from .upstream_client import UpstreamClient
 
 log = logging.getLogger("gateway")
 
@@ -105,8 +106,16 @@ async def _idp_connection(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream_connection(app: web.Application) -> AsyncIterator[None]:
-    app[UPSTREAM_HTTP] = _upstream_http(app[SETTINGS])
+    """The lean pooled client for plain requests; aiohttp's session for WebSocket upgrades."""
+    settings = app[SETTINGS]
+    app[UPSTREAM_HTTP] = _upstream_http(settings)
+    # SECURITY: an https upstream is always verified, against GATEWAY_UPSTREAM_CA_FILE or the system CAs.
+    app[UPSTREAM_CLIENT] = UpstreamClient(
+        ssl_context=tls.upstream_context(settings.tls.upstream_ca_file),
+        connect_timeout=settings.upstream.connect_timeout,
+    )
     yield
+    await app[UPSTREAM_CLIENT].close()
     await app[UPSTREAM_HTTP].close()
 
 

@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
@@ -48,6 +47,7 @@ from .errors import (
 )
 from .identity import IDENTITY
 from .request_id import REQUEST_ID
+from .upstream_client import Response
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -175,9 +175,7 @@ async def stamp(request: web.Request, response: web.StreamResponse) -> None:
 
 
 @contextlib.asynccontextmanager
-async def timed_upstream(
-    request: web.Request, call: AbstractAsyncContextManager[aiohttp.ClientResponse]
-) -> AsyncIterator[aiohttp.ClientResponse]:
+async def timed_upstream(request: web.Request, call: AbstractAsyncContextManager[Response]) -> AsyncIterator[Response]:
     """Wraps the upstream request: the time until its response head (or its failure) is the upstream's part."""
     started = time.perf_counter()
     try:

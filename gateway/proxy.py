@@ -1,10 +1,11 @@
 """The proxy: every request that is not one of the gateway's own goes to the upstream, streamed both ways.
 
 The request target is forwarded byte for byte (``yarl.URL(..., encoded=True)``: aiohttp's client would otherwise
-normalise ``/a/../b`` and ``%2F``). Bodies are never buffered whole: the request body is the server's stream and
+normalise ``/a/../b`` and ``%2F``; ``upstream_client`` sends ``raw_path_qs`` as it is). Bodies are never buffered whole: the request body is the server's stream and
 the response is copied chunk by chunk, so memory stays flat through gigabyte uploads and downloads. One shared
-``ClientSession`` with pooled keep-alive connections serves every request; nothing is created per request.
-WebSocket upgrades go to ``websocket_proxy`` with the same URL and headers; ``streaming`` copies the body and
+``UpstreamClient`` (``upstream_client``: pooled keep-alive connections, httptools parsing) serves every plain
+request; nothing is created per request. WebSocket upgrades go to ``websocket_proxy`` (aiohttp's client) with the
+same URL and headers; ``streaming`` copies the body and
 bounds the waits (GATEWAY_UPSTREAM_TIMEOUT, or GATEWAY_STREAM_IDLE_TIMEOUT between a stream's chunks).
 """
 
@@ -13,18 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
 from . import request_id, streaming, websocket_proxy
-from .appkeys import HEADERS, SETTINGS, UPSTREAM_HTTP
-from .bodies import PayloadTooLarge, request_body
+from .appkeys import HEADERS, SETTINGS, UPSTREAM_CLIENT
+from .bodies import request_body
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .identity import IDENTITY
 from .observe import timed_upstream
 from .path_table import request_host
+from .upstream_client import Response, UpstreamConnectionError
 
 log = logging.getLogger("gateway.proxy")
 
@@ -75,31 +76,22 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if settings.streams.proxy_websockets and websocket_proxy.is_upgrade(request):
         return await websocket_proxy.proxy_websocket(request, url, headers)
     body = await request_body(request)  # sends the 100 Continue a client may wait for
-    http = request.app[UPSTREAM_HTTP]
+    client = request.app[UPSTREAM_CLIENT]
     try:
         async with streaming.AnswerDeadline(settings.upstream.read_timeout) as deadline:
-            call = http.request(
-                request.method,
-                url,
-                headers=headers,
-                data=deadline.body(body),
-                allow_redirects=False,
-                timeout=streaming.without_read_timeout(http.timeout),
-            )
+            call = client.request(request.method, url, headers=headers, body=deadline.body(body))
             async with timed_upstream(request, call) as upstream:
                 deadline.answered()
                 return await _answer(request, upstream)
     except TimeoutError as exc:
         log.warning("upstream timed out: %s", streaming.describe(request))
         raise UpstreamTimeout() from exc
-    except aiohttp.ClientError as exc:
-        if isinstance(exc.__cause__, PayloadTooLarge):
-            raise exc.__cause__ from None
+    except UpstreamConnectionError as exc:
         log.warning("upstream unavailable (%s): %s", exc.__class__.__name__, streaming.describe(request))
         raise UpstreamUnavailable() from exc
 
 
-async def _answer(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+async def _answer(request: web.Request, upstream: Response) -> web.StreamResponse:
     """The upstream's answer for the client: whole when small, else streamed (a cut is logged, never raised)."""
     settings = request.app[SETTINGS]
     headers = request.app[HEADERS].downstream(upstream.headers)
@@ -121,7 +113,7 @@ async def _answer(request: web.Request, upstream: aiohttp.ClientResponse) -> web
     return response
 
 
-def _small(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+def _small(request: web.Request, upstream: Response) -> bool:
     """A body the upstream sized at most SMALL_BODY bytes goes out with its head in one write, not streamed."""
     length = upstream.content_length
     return length is not None and length <= SMALL_BODY and request.method != "HEAD" and upstream.status >= 200

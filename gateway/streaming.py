@@ -1,13 +1,13 @@
 """Streamed responses: every upstream chunk reaches the client as soon as it arrives, and a cut stream is one line.
 
 Timing. The upstream's answer (status line and headers) must come within GATEWAY_UPSTREAM_TIMEOUT of the request
-being sent, counted from the end of the request body as aiohttp's ``sock_read`` counts it (a slow upload is never a
+being sent, counted from the end of the request body (as aiohttp's ``sock_read`` counted it) (a slow upload is never a
 slow answer). Between two chunks of the body, an ordinary response gets GATEWAY_UPSTREAM_TIMEOUT again, a *stream*
 gets GATEWAY_STREAM_IDLE_TIMEOUT: Server-Sent Events, long polls and other bodies of unknown length are quiet for
 minutes by design. The bounds are ``asyncio.timeout`` scopes rescheduled around each read, so waiting for the
 client to take a chunk (backpressure) never counts against the upstream.
 
-No buffering: ``readany()`` returns whatever bytes have arrived (it never waits to fill a chunk), and each is
+No buffering: ``Response.readany()`` returns whatever bytes have arrived (it never waits to fill a chunk), and each is
 written to the client at once.
 
 Cuts. Once the headers are out, a failure can only be told by closing the client's connection before the body's
@@ -26,22 +26,13 @@ import aiohttp
 from aiohttp import web
 
 from .observe import response_broke_off
+from .upstream_client import Response, UpstreamConnectionError
 
 log = logging.getLogger("gateway.streaming")
 _QUIET = "quiet"
 
 
-def without_read_timeout(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
-    """The session's timeouts minus ``sock_read``, which would cut a quiet stream: the bounds here replace it."""
-    return aiohttp.ClientTimeout(
-        total=timeout.total,
-        connect=timeout.connect,
-        sock_connect=timeout.sock_connect,
-        ceil_threshold=timeout.ceil_threshold,
-    )
-
-
-def is_stream(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+def is_stream(request: web.Request, upstream: Response) -> bool:
     """SSE, or a body of unknown length (chunked, or read until the connection closes)."""
     if request.method == "HEAD" or upstream.status < 200 or upstream.status in (204, 304):
         return False
@@ -109,7 +100,7 @@ def cut(request: web.Request, why: str) -> None:
 
 async def copy_body(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     response: web.StreamResponse,
     *,
     read_timeout: float,
@@ -126,7 +117,7 @@ async def copy_body(
         cut(request, why)
 
 
-async def _copy(upstream: aiohttp.ClientResponse, response: web.StreamResponse, bound: float | None) -> str | None:
+async def _copy(upstream: Response, response: web.StreamResponse, bound: float | None) -> str | None:
     """None when the whole body went through; else why not (``_QUIET``: nothing came within ``bound``)."""
     loop = asyncio.get_running_loop()
     try:
@@ -134,8 +125,8 @@ async def _copy(upstream: aiohttp.ClientResponse, response: web.StreamResponse, 
             while True:
                 deadline.reschedule(None if bound is None else loop.time() + bound)
                 try:
-                    chunk = await upstream.content.readany()
-                except aiohttp.ClientError as exc:
+                    chunk = await upstream.readany()
+                except UpstreamConnectionError as exc:
                     return f"the upstream broke off the response ({exc.__class__.__name__})"
                 deadline.reschedule(None)  # the client taking its time is backpressure, not a quiet upstream
                 if not chunk:

@@ -329,7 +329,7 @@ async def test_an_https_upstream_is_verified(
             assert (got.status, body) == (200, "hello alice over https")
         else:
             assert got.status == 502, body
-            gateway.wait_for(r"upstream unavailable \(ClientConnectorCertificateError\)")
+            gateway.wait_for(r"upstream unavailable \(UpstreamCertificateError\)")
     finally:
         gateway.stop()
         await runner.cleanup()
