@@ -34,6 +34,7 @@ MAX_HEADERS = 128
 MAX_HEAD = MAX_HEADERS * MAX_FIELD
 HIGH_WATER = 256 * 1024  # buffered response bytes above which the upstream's socket is paused
 _NO_BODY_STATUS = (204, 304)
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class UpstreamConnectionError(Exception):
@@ -151,8 +152,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._until_eof and not self._complete:
-            self.on_message_complete()  # a body without length ends with the connection
+        if self._until_eof and not self._complete and exc is None:
+            self.on_message_complete()  # a body without length ends with the connection (a reset is a cut)
         elif not self._complete:
             self._fail(UpstreamConnectionError("the upstream closed the connection"))
         self._wake_drain(exc)
@@ -170,6 +171,12 @@ class _Connection(asyncio.Protocol):
             drain.set_result(None)
 
     # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        # SECURITY: bytes after a complete answer, in the same read, would parse as a second answer and overwrite
+        # this one's status and headers (response splitting by a mis-framed upstream): the connection is refused.
+        if self._complete or (self._response is not None and self._response.status != 0):
+            raise UpstreamProtocolError("the upstream sent more than one answer")
+
     def on_status(self, status: bytes) -> None:
         self._grow(len(status))
         assert self._response is not None
@@ -195,7 +202,7 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200:
             self._names, self._field = [], 0  # an interim answer (100, 103): the real one follows
             return
-        headers = CIMultiDict(self._names)
+        headers, self._names = CIMultiDict(self._names), []
         response.status, response.headers = status, CIMultiDictProxy(headers)
         response.version = tuple(int(p) for p in self._parser.get_http_version().split("."))  # type: ignore[assignment]
         length = headers.get("Content-Length")
@@ -284,14 +291,15 @@ class _Exchange:
     async def __aenter__(self) -> Response:
         method, url, headers, body = self._args
         for attempt in (0, 1):
-            conn, reused = await self._client._acquire(url)
+            conn, reused = await self._client._acquire(url, fresh=attempt == 1)
             self._conn = conn
             try:
                 return await self._send(conn, method, url, headers, body)
             except UpstreamConnectionError:
                 self._abandon()
-                # a stale keep-alive connection: replayed once, and only when there was no body to replay
-                if attempt or not reused or body is not None or conn.got_bytes:
+                # A stale keep-alive connection: replayed once on a new one, only for an idempotent request without
+                # a body (RFC 9110 9.2.2): the upstream may have acted on it before it closed.
+                if attempt or not reused or body is not None or conn.got_bytes or method not in IDEMPOTENT:
                     raise
             except BaseException:
                 self._abandon()
@@ -371,11 +379,15 @@ class UpstreamClient:
     ) -> _Exchange:
         return _Exchange(self, (method, url, headers, body))
 
-    async def _acquire(self, url: URL) -> tuple[_Connection, bool]:
-        """The newest idle connection still open, else a new one (True: it was reused)."""
+    async def _acquire(self, url: URL, *, fresh: bool = False) -> tuple[_Connection, bool]:
+        """The newest idle connection still open, else a new one (True: it was reused). ``fresh``: after a stale
+        one, the others of that upstream are likely stale too (it restarted): they are closed, a new one is made."""
         if self._closed:
             raise UpstreamConnectionError("the upstream client is closed")
         key = (url.scheme, url.raw_host or "", url.port or 0)
+        if fresh:
+            for stale in self._idle.pop(key, []):
+                stale.close()
         idle = self._idle.get(key)
         loop = asyncio.get_running_loop()
         while idle:
@@ -395,6 +407,8 @@ class UpstreamClient:
                 _, conn = await loop.create_connection(
                     lambda: _Connection(loop, key), host, port, ssl=context, server_hostname=host if tls else None
                 )
+        except TimeoutError:
+            raise  # GATEWAY_UPSTREAM_CONNECT_TIMEOUT: a 504, not "unavailable" (TimeoutError is an OSError)
         except ssl.SSLCertVerificationError as exc:
             raise UpstreamCertificateError(f"the upstream's certificate did not verify: {exc.verify_message}") from exc
         except OSError as exc:

@@ -4,6 +4,8 @@ servers that answer with exact bytes (bad heads, interim answers, a stale keep-a
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -224,3 +226,70 @@ async def test_a_failing_body_raises_its_own_error_and_closes_the_connection(ech
         async with client.request("POST", _url(echo, "/upload"), headers=CIMultiDict(), body=body()):
             pass
     assert not any(client._idle.values())
+
+
+async def test_bytes_after_a_complete_answer_never_become_a_second_answer(client: UpstreamClient) -> None:
+    """Response splitting: a mis-framed upstream's extra bytes, in the same read, must not overwrite the answer."""
+    forged = b"HTTP/1.1 302 Found\r\nLocation: http://evil.example/\r\nSet-Cookie: x=1\r\nContent-Length: 0\r\n\r\n"
+    server, base = await _answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi" + forged)
+    async with server:
+        async with client.request("GET", _url(base, "/"), headers=CIMultiDict()) as response:
+            assert response.status == 200 and "Location" not in response.headers
+            assert "Set-Cookie" not in response.headers and response.headers.getall("Content-Length") == ["2"]
+            assert await response.read() == b"hi"
+    assert not any(client._idle.values())
+
+
+async def test_a_request_the_upstream_may_have_acted_on_is_not_replayed(client: UpstreamClient) -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b" ", 1)[0])
+        if len(seen) == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()  # the second request (a POST without a body) is read, then the connection just closes
+
+    server, base = await _raw(handler)
+    async with server:
+        async with client.request("GET", _url(base, "/"), headers=CIMultiDict()) as response:
+            assert await response.read() == b"ok"
+        await asyncio.sleep(0.05)
+        (stale,) = [conn for idle in client._idle.values() for conn in idle]
+        stale.closed = False  # as if the close had not been noticed yet
+        with pytest.raises(UpstreamConnectionError):
+            async with client.request("POST", _url(base, "/logout"), headers=CIMultiDict()):
+                pass
+    assert seen.count(b"POST") <= 1
+
+
+async def test_a_reset_in_a_body_that_ends_with_the_connection_is_a_cut_not_an_end(client: UpstreamClient) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
+        writer.transport.abort()
+
+    server, base = await _raw(handler)
+    async with server:
+        async with client.request("GET", _url(base, "/"), headers=CIMultiDict()) as response:
+            with pytest.raises(UpstreamConnectionError):
+                await response.read()
+
+
+async def test_a_connect_timeout_is_a_timeout_not_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def never(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(10)
+
+    http = UpstreamClient(ssl_context=None, connect_timeout=0.05)
+    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", never)
+    try:
+        with pytest.raises(TimeoutError):
+            async with http.request("GET", URL("http://127.0.0.1:9/"), headers=CIMultiDict()):
+                pass
+    finally:
+        await http.close()
