@@ -31,7 +31,7 @@ log = logging.getLogger("gateway.session")
 
 COPIES_KEPT = 10_000  # sessions per process
 MAX_AGE = 30.0  # seconds a copy is trusted at most, even with no invalidation
-PING_EVERY = 5.0  # seconds between liveness checks of the tracking connection
+PING_EVERY = 5.0  # copies are used only while the tracking connection answered within this; it is PINGed twice as often
 RECONNECT_AFTER = 1.0
 INVALIDATE_CHANNEL = "__redis__:invalidate"
 
@@ -46,6 +46,8 @@ class TrackedCopies:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._conn: Any = None  # the tracking connection, while there is one
+        self._heard = 0.0  # loop time of the tracking connection's last message (a PONG at least every PING_EVERY)
+        self._failures = 0
         self.live = False  # True only while invalidations are known to arrive
         self.epoch = 0  # bumped by every invalidation: a read that spans one is not kept
 
@@ -54,7 +56,9 @@ class TrackedCopies:
             self._task = asyncio.get_running_loop().create_task(self._track_forever())
 
     def get(self, key: str) -> Any | None:
-        if not self.live:
+        # SECURITY: a copy is used only while the link has answered within PING_EVERY: during a silent partition
+        # invalidations may be lost, so Redis is asked (and fails closed) instead.
+        if not self.live or asyncio.get_running_loop().time() - self._heard > PING_EVERY:
             return None
         return self._copies.get(key)
 
@@ -106,6 +110,7 @@ class TrackedCopies:
             await conn.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
             await conn.read_response()
             self.epoch += 1  # reads begun before the subscription may have missed an invalidation: not kept
+            self._heard, self._failures = asyncio.get_running_loop().time(), 0
             self.live = True
             await self._listen(conn)
         finally:
@@ -118,6 +123,7 @@ class TrackedCopies:
         try:
             while True:
                 message = await conn.read_response(timeout=math.inf)
+                self._heard = asyncio.get_running_loop().time()
                 heard.set()
                 if isinstance(message, list) and message[:2] == [b"message", INVALIDATE_CHANNEL.encode()]:
                     self._invalidated(message[2])
@@ -131,20 +137,21 @@ class TrackedCopies:
             heard.clear()
             await conn.send_command("PING")
             try:
-                await asyncio.wait_for(heard.wait(), PING_EVERY)
+                await asyncio.wait_for(heard.wait(), PING_EVERY / 2)
             except TimeoutError:
-                log.warning("redis tracking connection silent for %.0fs: session copies off", PING_EVERY)
+                log.warning("redis tracking connection silent for %.1fs: session copies off", PING_EVERY / 2)
                 self._drop_all()
                 await conn.disconnect()  # the reader fails, and the connection is made again
                 return
-            await asyncio.sleep(PING_EVERY)
+            await asyncio.sleep(PING_EVERY / 2)
 
     async def close(self) -> None:
         """Closing the tracking connection ends its reader (redis-py does not always pass a cancellation on)."""
         self._closing = True
         if self._task is not None:
             if self._conn is not None:
-                await self._conn.disconnect()
+                with contextlib.suppress(RedisError, OSError):
+                    await self._conn.disconnect()
             done, _ = await asyncio.wait([self._task], timeout=RECONNECT_AFTER + 1)
             if not done:
                 self._task.cancel()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from gateway.errors import StoreUnavailable
-from gateway.session_copies import TrackedCopies
+from gateway.session_copies import PING_EVERY, TrackedCopies
 from gateway.session_redis import RedisBackend
 
 from ..cluster import RedisServer
@@ -143,3 +143,17 @@ async def test_copies_can_be_turned_off(redis_server: RedisServer, clock: FakeCl
         assert gets(redis_server) == before + 1 and not backend.has_copy(value)
     finally:
         await backend.close()
+
+
+async def test_copies_are_not_used_once_the_tracking_link_has_been_silent(redis_server: RedisServer) -> None:
+    """A silent partition: until the watchdog notices, the copies already stop being trusted."""
+    copies = TrackedCopies(redis_server.url, "test:session:")
+    copies.start()
+    try:
+        await eventually(lambda: copies.live)
+        copies.keep("test:session:y", "v", copies.epoch)
+        assert copies.get("test:session:y") == "v"
+        copies._heard -= PING_EVERY + 1  # as if nothing had come for longer than PING_EVERY
+        assert copies.get("test:session:y") is None
+    finally:
+        await copies.close()
