@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -60,15 +61,13 @@ def _idp_http() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(limit=50))
 
 
-def _upstream_http(settings: Settings) -> aiohttp.ClientSession:
+def _upstream_http(settings: Settings, context: ssl.SSLContext) -> aiohttp.ClientSession:
+    """aiohttp's client, for WebSocket upgrades only (``upstream_client`` carries every plain request)."""
     upstream = settings.upstream
     return aiohttp.ClientSession(
         # SECURITY: the upstream's Set-Cookie goes to the browser that caused it, never into a shared jar.
         cookie_jar=aiohttp.DummyCookieJar(),
-        # SECURITY: an https upstream is always verified, against GATEWAY_UPSTREAM_CA_FILE or the system CAs.
-        connector=aiohttp.TCPConnector(
-            limit=0, keepalive_timeout=30, ssl=tls.upstream_context(settings.tls.upstream_ca_file)
-        ),
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=context),
         timeout=aiohttp.ClientTimeout(
             total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
         ),
@@ -108,12 +107,10 @@ async def _idp_connection(app: web.Application) -> AsyncIterator[None]:
 async def _upstream_connection(app: web.Application) -> AsyncIterator[None]:
     """The lean pooled client for plain requests; aiohttp's session for WebSocket upgrades."""
     settings = app[SETTINGS]
-    app[UPSTREAM_HTTP] = _upstream_http(settings)
     # SECURITY: an https upstream is always verified, against GATEWAY_UPSTREAM_CA_FILE or the system CAs.
-    app[UPSTREAM_CLIENT] = UpstreamClient(
-        ssl_context=tls.upstream_context(settings.tls.upstream_ca_file),
-        connect_timeout=settings.upstream.connect_timeout,
-    )
+    context = tls.upstream_context(settings.tls.upstream_ca_file)
+    app[UPSTREAM_HTTP] = _upstream_http(settings, context)
+    app[UPSTREAM_CLIENT] = UpstreamClient(ssl_context=context, connect_timeout=settings.upstream.connect_timeout)
     yield
     await app[UPSTREAM_CLIENT].close()
     await app[UPSTREAM_HTTP].close()

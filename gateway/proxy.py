@@ -1,12 +1,12 @@
 """The proxy: every request that is not one of the gateway's own goes to the upstream, streamed both ways.
 
-The request target is forwarded byte for byte (``yarl.URL(..., encoded=True)``: aiohttp's client would otherwise
-normalise ``/a/../b`` and ``%2F``; ``upstream_client`` sends ``raw_path_qs`` as it is). Bodies are never buffered whole: the request body is the server's stream and
+The request target is forwarded byte for byte (``yarl.URL(..., encoded=True)``, sent as its ``raw_path_qs``: no
+normalising of ``/a/../b`` or ``%2F``). Bodies are never buffered whole: the request body is the server's stream and
 the response is copied chunk by chunk, so memory stays flat through gigabyte uploads and downloads. One shared
 ``UpstreamClient`` (``upstream_client``: pooled keep-alive connections, httptools parsing) serves every plain
 request; nothing is created per request. WebSocket upgrades go to ``websocket_proxy`` (aiohttp's client) with the
-same URL and headers; ``streaming`` copies the body and
-bounds the waits (GATEWAY_UPSTREAM_TIMEOUT, or GATEWAY_STREAM_IDLE_TIMEOUT between a stream's chunks).
+same URL and headers; ``streaming`` copies the body and bounds the waits (GATEWAY_UPSTREAM_TIMEOUT, or
+GATEWAY_STREAM_IDLE_TIMEOUT between a stream's chunks).
 """
 
 from __future__ import annotations

@@ -117,33 +117,28 @@ class TrackedCopies:
             await conn.disconnect()
 
     async def _listen(self, conn: Any) -> None:
-        """Apply invalidations as they come; a PING unanswered for a whole interval means the link is gone."""
-        heard = asyncio.Event()
-        pinger = asyncio.get_running_loop().create_task(self._ping(conn, heard))
+        """Apply invalidations as they come, while a watchdog PINGs (every message counts as heard)."""
+        watchdog = asyncio.get_running_loop().create_task(self._ping(conn))
         try:
             while True:
                 message = await conn.read_response(timeout=math.inf)
                 self._heard = asyncio.get_running_loop().time()
-                heard.set()
                 if isinstance(message, list) and message[:2] == [b"message", INVALIDATE_CHANNEL.encode()]:
                     self._invalidated(message[2])
         finally:
-            pinger.cancel()
+            watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await pinger
+                await watchdog
 
-    async def _ping(self, conn: Any, heard: asyncio.Event) -> None:
-        while True:
-            heard.clear()
+    async def _ping(self, conn: Any) -> None:
+        """A PING every PING_EVERY / 2; nothing heard for PING_EVERY means the link is gone (a silent partition)."""
+        loop = asyncio.get_running_loop()
+        while loop.time() - self._heard <= PING_EVERY:
             await conn.send_command("PING")
-            try:
-                await asyncio.wait_for(heard.wait(), PING_EVERY / 2)
-            except TimeoutError:
-                log.warning("redis tracking connection silent for %.1fs: session copies off", PING_EVERY / 2)
-                self._drop_all()
-                await conn.disconnect()  # the reader fails, and the connection is made again
-                return
             await asyncio.sleep(PING_EVERY / 2)
+        log.warning("redis tracking connection silent for %.0fs: session copies off", PING_EVERY)
+        self._drop_all()
+        await conn.disconnect()  # the reader fails, and the connection is made again
 
     async def close(self) -> None:
         """Closing the tracking connection ends its reader (redis-py does not always pass a cancellation on)."""

@@ -1,14 +1,13 @@
 """Streamed responses: every upstream chunk reaches the client as soon as it arrives, and a cut stream is one line.
 
 Timing. The upstream's answer (status line and headers) must come within GATEWAY_UPSTREAM_TIMEOUT of the request
-being sent, counted from the end of the request body (as aiohttp's ``sock_read`` counted it) (a slow upload is never a
-slow answer). Between two chunks of the body, an ordinary response gets GATEWAY_UPSTREAM_TIMEOUT again, a *stream*
-gets GATEWAY_STREAM_IDLE_TIMEOUT: Server-Sent Events, long polls and other bodies of unknown length are quiet for
+being sent, counted from the end of the request body, so a slow upload is never a slow answer. Between two chunks
+of the body, an ordinary response gets GATEWAY_UPSTREAM_TIMEOUT again, a *stream* gets GATEWAY_STREAM_IDLE_TIMEOUT: Server-Sent Events, long polls and other bodies of unknown length are quiet for
 minutes by design. The bounds are ``asyncio.timeout`` scopes rescheduled around each read, so waiting for the
 client to take a chunk (backpressure) never counts against the upstream.
 
-No buffering: ``Response.readany()`` returns whatever bytes have arrived (it never waits to fill a chunk), and each is
-written to the client at once.
+No buffering: ``Response.readany()`` returns whatever bytes have arrived (it never waits to fill a chunk), and each
+is written to the client at once.
 
 Cuts. Once the headers are out, a failure can only be told by closing the client's connection before the body's
 end. That is done here, with one WARNING naming the request, and the handler then returns normally: an exception

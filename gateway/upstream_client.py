@@ -74,7 +74,6 @@ class Response:
         self.url = url
         self.status = 0
         self.reason = ""
-        self.version = (1, 1)
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
         self.content_length: int | None = None
 
@@ -87,10 +86,6 @@ class Response:
         while chunk := await self._conn.read_chunk():
             parts.append(chunk)
         return b"".join(parts)
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        while chunk := await self._conn.read_chunk():
-            yield chunk
 
 
 class _Connection(asyncio.Protocol):
@@ -204,7 +199,6 @@ class _Connection(asyncio.Protocol):
             return
         headers, self._names = CIMultiDict(self._names), []
         response.status, response.headers = status, CIMultiDictProxy(headers)
-        response.version = tuple(int(p) for p in self._parser.get_http_version().split("."))  # type: ignore[assignment]
         length = headers.get("Content-Length")
         response.content_length = int(length) if length is not None and length.isdigit() else None
         self.reusable = self._parser.should_keep_alive() and not self._head_only

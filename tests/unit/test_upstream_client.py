@@ -77,6 +77,16 @@ def _url(base: str, target: str) -> URL:
     return URL(base + target, encoded=True)
 
 
+async def _one_answer_then_stale(client: UpstreamClient, base: str) -> upstream_client._Connection:
+    """One GET answered "ok", then its pooled connection, closed by the server but as if that were not noticed."""
+    async with client.request("GET", _url(base, "/"), headers=CIMultiDict()) as response:
+        assert await response.read() == b"ok"
+    await asyncio.sleep(0.05)
+    (stale,) = [conn for idle in client._idle.values() for conn in idle]
+    stale.closed = False
+    return stale
+
+
 async def test_the_target_goes_byte_for_byte_and_the_connection_is_reused(echo: str, client: UpstreamClient) -> None:
     for _ in range(3):
         async with client.request("GET", _url(echo, "/a/../b%2F?x=1"), headers=CIMultiDict()) as response:
@@ -199,11 +209,7 @@ async def test_a_stale_keep_alive_connection_is_retried_once_without_a_body(clie
 
     server, base = await _raw(handler)
     async with server:
-        async with client.request("GET", _url(base, "/"), headers=CIMultiDict()) as response:
-            assert await response.read() == b"ok"
-        await asyncio.sleep(0.05)
-        (stale,) = [conn for idle in client._idle.values() for conn in idle]
-        stale.closed = False  # as if the close had not been noticed yet
+        stale = await _one_answer_then_stale(client, base)
         async with client.request("GET", _url(base, "/"), headers=CIMultiDict()) as response:
             assert await response.read() == b"ok"
         stale.closed = False
@@ -253,11 +259,7 @@ async def test_a_request_the_upstream_may_have_acted_on_is_not_replayed(client: 
 
     server, base = await _raw(handler)
     async with server:
-        async with client.request("GET", _url(base, "/"), headers=CIMultiDict()) as response:
-            assert await response.read() == b"ok"
-        await asyncio.sleep(0.05)
-        (stale,) = [conn for idle in client._idle.values() for conn in idle]
-        stale.closed = False  # as if the close had not been noticed yet
+        await _one_answer_then_stale(client, base)
         with pytest.raises(UpstreamConnectionError):
             async with client.request("POST", _url(base, "/logout"), headers=CIMultiDict()):
                 pass
