@@ -33,6 +33,7 @@ COPIES_KEPT = 10_000  # sessions per process
 MAX_AGE = 30.0  # seconds a copy is trusted at most, even with no invalidation
 PING_EVERY = 5.0  # copies are used only while the tracking connection answered within this; it is PINGed twice as often
 RECONNECT_AFTER = 1.0
+HANDSHAKE_TIMEOUT = 2.0  # seconds for each step of connecting and subscribing (listening has no timeout: PINGs)
 INVALIDATE_CHANNEL = "__redis__:invalidate"
 
 
@@ -40,14 +41,16 @@ class TrackedCopies:
     """``get``/``keep``/``forget`` copies by Redis key; only while Redis's invalidations are known to arrive."""
 
     def __init__(self, url: str, prefix: str, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._pool = redis.ConnectionPool.from_url(url, protocol=2, socket_connect_timeout=2)
+        self._pool = redis.ConnectionPool.from_url(
+            url, protocol=2, socket_connect_timeout=HANDSHAKE_TIMEOUT, socket_timeout=HANDSHAKE_TIMEOUT
+        )
         self._prefix = prefix
         self._copies: TTLCache[str, Any] = TTLCache(maxsize=COPIES_KEPT, ttl=MAX_AGE, timer=clock)
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._closing = asyncio.Event()
         self._conn: Any = None  # the tracking connection, while there is one
+        self._listening = False  # True while the tracker waits on the subscribed connection (no other await)
         self._heard = 0.0  # loop time of the tracking connection's last message (a PONG at least every PING_EVERY)
-        self._failures = 0
         self.live = False  # True only while invalidations are known to arrive
         self.epoch = 0  # bumped by every invalidation: a read that spans one is not kept
 
@@ -86,18 +89,18 @@ class TrackedCopies:
 
     async def _track_forever(self) -> None:
         # redis-py may turn the cancellation of a pending read into its own error: the flag ends the loop anyway.
-        while not self._closing:
+        while not self._closing.is_set():
             try:
                 await self._track_once()
-            except (RedisError, OSError) as exc:
-                if self.live and not self._closing:
+            except Exception as exc:  # any failure: the copies are off, and it reconnects
+                if self.live and not self._closing.is_set():
                     log.warning(
                         "redis invalidations lost (%s): session copies off until reconnected", type(exc).__name__
                     )
             finally:
                 self._drop_all()
-            if not self._closing:
-                await asyncio.sleep(RECONNECT_AFTER)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), RECONNECT_AFTER)
 
     async def _track_once(self) -> None:
         conn = self._conn = self._pool.make_connection()
@@ -109,11 +112,15 @@ class TrackedCopies:
             await conn.read_response()
             await conn.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
             await conn.read_response()
+            if self._closing.is_set():
+                return
             self.epoch += 1  # reads begun before the subscription may have missed an invalidation: not kept
-            self._heard, self._failures = asyncio.get_running_loop().time(), 0
+            self._heard = asyncio.get_running_loop().time()
             self.live = True
+            self._listening = True
             await self._listen(conn)
         finally:
+            self._listening = False
             await conn.disconnect()
 
     async def _listen(self, conn: Any) -> None:
@@ -141,16 +148,21 @@ class TrackedCopies:
         await conn.disconnect()  # the reader fails, and the connection is made again
 
     async def close(self) -> None:
-        """Closing the tracking connection ends its reader (redis-py does not always pass a cancellation on)."""
-        self._closing = True
-        if self._task is not None:
-            if self._conn is not None:
+        """Let the tracker end at its next step; a subscribed connection is closed under it to end its read.
+
+        A connection still connecting or subscribing is left to finish that step (HANDSHAKE_TIMEOUT at most):
+        closing it under redis-py then leaks its socket, and cancelling it is not reliably passed on.
+        """
+        self._closing.set()
+        task, self._task = self._task, None
+        if task is not None:
+            if self._listening and self._conn is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await self._conn.disconnect()
-            done, _ = await asyncio.wait([self._task], timeout=RECONNECT_AFTER + 1)
+            done, _ = await asyncio.wait([task], timeout=HANDSHAKE_TIMEOUT * 2)
             if not done:
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                task.cancel()
+                await asyncio.wait([task], timeout=1)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: the tracker's own errors during shutdown are not news
         await self._pool.disconnect()

@@ -157,3 +157,14 @@ async def test_copies_are_not_used_once_the_tracking_link_has_been_silent(redis_
         assert copies.get("test:session:y") is None
     finally:
         await copies.close()
+
+
+async def test_closing_at_any_point_of_the_tracking_handshake_is_clean(redis_server: RedisServer) -> None:
+    """Shutdown may come while the tracking connection is still connecting or subscribing: close never raises."""
+    for turns in range(40):
+        copies = TrackedCopies(redis_server.url, "test:session:")
+        copies.start()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await copies.close()
+        assert not copies.live
