@@ -6,7 +6,7 @@ plus, for the callback, a sign-in or a sign-in failure by reason. The outcome is
 ``answers`` for every refusal and failure (``outcome_of``), the callback for a failed sign-in, the proxy when a
 response breaks off; a request none of them marked was ``proxied`` (the proxy route) or answered by an
 ``endpoint`` of the gateway's own. ``stamp`` (``on_response_prepare``) puts X-Request-Id on every response,
-streamed ones and error pages included. ``timed_upstream`` times the upstream's part; ``access_fields`` is what
+streamed ones and error pages included. ``TimedUpstream`` times the upstream's part; ``access_fields`` is what
 an access line says.
 
 Outcomes: ``proxied``, ``redirected_to_sign_in``, ``unauthorized`` (401), ``forbidden`` (403), ``bad_request``
@@ -19,11 +19,10 @@ client left before its answer was complete), ``http_error`` (404 for a path no u
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -174,18 +173,29 @@ async def stamp(request: web.Request, response: web.StreamResponse) -> None:
     request[SENT_STATUS] = response.status
 
 
-@contextlib.asynccontextmanager
-async def timed_upstream(request: web.Request, call: AbstractAsyncContextManager[Response]) -> AsyncIterator[Response]:
-    """Wraps the upstream request: the time until its response head (or its failure) is the upstream's part."""
-    started = time.perf_counter()
-    try:
-        async with call as response:
-            request[UPSTREAM_SECONDS] = time.perf_counter() - started
-            request[UPSTREAM_URL] = response.url
-            yield response
-    finally:
-        if UPSTREAM_SECONDS not in request:  # no head came: a refused connection or a timeout
-            request[UPSTREAM_SECONDS] = time.perf_counter() - started
+class TimedUpstream:
+    """Wraps the upstream request: the time until its response head (or its failure) is the upstream's part.
+    A plain class, not a generator-based context manager: it is on every proxied request's path."""
+
+    def __init__(self, request: web.Request, call: AbstractAsyncContextManager[Response]) -> None:
+        self._request, self._call = request, call
+        self._started = 0.0
+
+    async def __aenter__(self) -> Response:
+        self._started = time.perf_counter()
+        try:
+            response = await self._call.__aenter__()
+        except BaseException:
+            self._request[UPSTREAM_SECONDS] = time.perf_counter() - self._started  # refused, or a timeout
+            raise
+        self._request[UPSTREAM_SECONDS] = time.perf_counter() - self._started
+        self._request[UPSTREAM_URL] = response.url
+        return response
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return await self._call.__aexit__(kind, exc, tb)
 
 
 def response_broke_off(request: web.Request) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -23,7 +23,7 @@ from .appkeys import HEADERS, SETTINGS, UPSTREAM_CLIENT
 from .bodies import request_body
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
 from .identity import IDENTITY
-from .observe import timed_upstream
+from .observe import TimedUpstream
 from .path_table import request_host
 from .upstream_client import Response, UpstreamConnectionError
 
@@ -76,13 +76,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if settings.streams.proxy_websockets and websocket_proxy.is_upgrade(request):
         return await websocket_proxy.proxy_websocket(request, url, headers)
     body = await request_body(request)  # sends the 100 Continue a client may wait for
+    chunks = body.iter_any() if isinstance(body, StreamReader) else body
     client = request.app[UPSTREAM_CLIENT]
+    # GATEWAY_UPSTREAM_TIMEOUT for the answer's head, from the request's last byte: the client's own timer.
+    call = client.request(
+        request.method, url, headers=headers, body=chunks, answer_timeout=settings.upstream.read_timeout
+    )
     try:
-        async with streaming.AnswerDeadline(settings.upstream.read_timeout) as deadline:
-            call = client.request(request.method, url, headers=headers, body=deadline.body(body))
-            async with timed_upstream(request, call) as upstream:
-                deadline.answered()
-                return await _answer(request, upstream)
+        async with TimedUpstream(request, call) as upstream:
+            return await _answer(request, upstream)
     except TimeoutError as exc:
         log.warning("upstream timed out: %s", streaming.describe(request))
         raise UpstreamTimeout() from exc
@@ -96,8 +98,10 @@ async def _answer(request: web.Request, upstream: Response) -> web.StreamRespons
     settings = request.app[SETTINGS]
     headers = request.app[HEADERS].downstream(upstream.headers)
     if _small(request, upstream):
-        async with asyncio.timeout(settings.upstream.read_timeout):
-            body = await upstream.read()
+        body = upstream.body_if_complete()  # usually all there already: no timeout scope to set up
+        if body is None:
+            async with asyncio.timeout(settings.upstream.read_timeout):
+                body = await upstream.read()
         headers.popall("Content-Length", None)  # set again from the body, which is exactly what the upstream sized
         return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)

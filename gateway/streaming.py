@@ -3,8 +3,9 @@
 Timing. The upstream's answer (status line and headers) must come within GATEWAY_UPSTREAM_TIMEOUT of the request
 being sent, counted from the end of the request body, so a slow upload is never a slow answer. Between two chunks
 of the body, an ordinary response gets GATEWAY_UPSTREAM_TIMEOUT again, a *stream* gets GATEWAY_STREAM_IDLE_TIMEOUT: Server-Sent Events, long polls and other bodies of unknown length are quiet for
-minutes by design. The bounds are ``asyncio.timeout`` scopes rescheduled around each read, so waiting for the
-client to take a chunk (backpressure) never counts against the upstream.
+minutes by design. The head's bound is the upstream client's (``answer_timeout``, one timer); the body's are
+``asyncio.timeout`` scopes rescheduled around each read, so waiting for the client to take a chunk (backpressure)
+never counts against the upstream.
 
 No buffering: ``Response.readany()`` returns whatever bytes have arrived (it never waits to fill a chunk), and each
 is written to the client at once.
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from types import TracebackType
 
 import aiohttp
 from aiohttp import web
@@ -42,51 +41,6 @@ def is_stream(request: web.Request, upstream: Response) -> bool:
 def describe(request: web.Request) -> str:
     # SECURITY: the path without its query (tokens), still percent-encoded (a decoded %0A would forge a log line).
     return f"{request.method} {request.rel_url.raw_path[:300]}"
-
-
-class AnswerDeadline:
-    """GATEWAY_UPSTREAM_TIMEOUT for the upstream's answer: from the hand-over of a request without a body, or from
-    the last byte of the body sent (a slow upload is not a slow answer; aiohttp's ``sock_read`` counted the same).
-
-    Use: ``async with AnswerDeadline(60) as deadline:`` around the upstream request, ``data=deadline.body(request)``
-    and ``deadline.answered()`` when the headers are in; expiry raises ``TimeoutError`` out of the block.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self._scope = asyncio.timeout(None)
-        self._answered = False
-
-    async def __aenter__(self) -> AnswerDeadline:
-        await self._scope.__aenter__()
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        return await self._scope.__aexit__(kind, exc, tb)
-
-    def start(self) -> None:
-        # An upload may end after the answer began (an app that answers while it reads): then the answer is in.
-        if not self._answered:
-            self._scope.reschedule(asyncio.get_running_loop().time() + self._seconds)
-
-    def answered(self) -> None:
-        self._answered = True
-        self._scope.reschedule(None)
-
-    def body(self, source: aiohttp.StreamReader | AsyncIterator[bytes] | None) -> AsyncIterator[bytes] | None:
-        """The request's body as it arrives (never buffered); the clock starts when its last byte has been sent."""
-        if source is None:
-            self.start()
-            return None
-        return self._then_start(source)
-
-    async def _then_start(self, source: aiohttp.StreamReader | AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        chunks = source.iter_any() if isinstance(source, aiohttp.StreamReader) else source
-        async for chunk in chunks:
-            yield chunk
-        self.start()
 
 
 def cut(request: web.Request, why: str) -> None:

@@ -11,7 +11,9 @@ WebSockets still use aiohttp's client (``websocket_proxy``).
   on a fresh connection (a stale keep-alive connection, as aiohttp retries it).
 - Errors: ``UpstreamConnectionError`` (refused, reset, broke off), with ``UpstreamCertificateError`` (an https
   upstream that did not verify) and ``UpstreamProtocolError`` (a bad or oversized head); a connect timeout is
-  ``TimeoutError``. Other timeouts are the caller's (``streaming``).
+  ``TimeoutError``, and so is an answer head that did not come within ``answer_timeout`` of the request's last
+  byte (GATEWAY_UPSTREAM_TIMEOUT: a slow upload is not a slow answer). Timeouts between body chunks are the
+  caller's (``streaming``). The answer deadline is one timer on the connection, not a timeout scope per request.
 - Limits mirror aiohttp's client: 8190 bytes a status line or header field, 128 header fields.
 """
 
@@ -81,6 +83,10 @@ class Response:
         """Whatever body bytes have arrived (waiting for some); b"" at the end."""
         return await self._conn.read_chunk()
 
+    def body_if_complete(self) -> bytes | None:
+        """The whole body when all of it has already arrived (a small answer, in the head's read), else None."""
+        return self._conn.take_complete_body()
+
     async def read(self) -> bytes:
         parts = []
         while chunk := await self._conn.read_chunk():
@@ -99,9 +105,11 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._drain: asyncio.Future[None] | None = None
         self._paused = False  # reading paused for backpressure (kept across exchanges: it is the socket's state)
+        self._answer_timer: asyncio.TimerHandle | None = None
         self._reset(False)
 
     def _reset(self, head_only: bool) -> None:
+        self._disarm()
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
         self._response: Response | None = None
@@ -123,6 +131,21 @@ class _Connection(asyncio.Protocol):
         self._response = response
         self._head = self.loop.create_future()
         return self._head
+
+    def answer_within(self, seconds: float | None) -> None:
+        """The request's last byte is out: its answer head must come within ``seconds``, else TimeoutError."""
+        if seconds is not None and self._head is not None and not self._head.done():
+            self._answer_timer = self.loop.call_later(seconds, self._answer_late)
+
+    def _answer_late(self) -> None:
+        self._answer_timer = None
+        if self._head is not None and not self._head.done():
+            self._fail(TimeoutError("the upstream did not answer in time"))
+
+    def _disarm(self) -> None:
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
+            self._answer_timer = None
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -208,6 +231,7 @@ class _Connection(asyncio.Protocol):
         if self._until_eof:
             self.reusable = False
         if not self._head.done():
+            self._disarm()
             self._head.set_result(response)
         if self._head_only:
             self.on_message_complete()
@@ -229,6 +253,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def _fail(self, exc: Exception) -> None:
+        self._disarm()
         self._error, self.reusable = exc, False
         if self._head is not None and not self._head.done():
             self._head.set_exception(exc)
@@ -257,6 +282,14 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return chunk
 
+    def take_complete_body(self) -> bytes | None:
+        if not self._complete or self._error is not None:
+            return None
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return body
+
     @property
     def finished(self) -> bool:
         return self._complete and not self._chunks and self._error is None
@@ -270,6 +303,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._disarm()
         if self.transport is not None:
             self.transport.close()
 
@@ -277,8 +311,13 @@ class _Connection(asyncio.Protocol):
 class _Exchange:
     """``async with client.request(...) as response``: on exit the connection goes back to the pool, or is closed."""
 
-    def __init__(self, client: UpstreamClient, args: tuple[str, URL, CIMultiDict[str], AsyncIterator[bytes] | None]):
-        self._client, self._args = client, args
+    def __init__(
+        self,
+        client: UpstreamClient,
+        args: tuple[str, URL, CIMultiDict[str], AsyncIterator[bytes] | None],
+        answer_timeout: float | None,
+    ):
+        self._client, self._args, self._answer_timeout = client, args, answer_timeout
         self._conn: _Connection | None = None
         self._sender: asyncio.Task[None] | None = None
 
@@ -309,8 +348,9 @@ class _Exchange:
         head = serialise_head(method, url.raw_path_qs, _host(url), headers, chunked)
         if body is None:
             await conn.write(head)
+            conn.answer_within(self._answer_timeout)
             return await answered
-        self._sender = asyncio.ensure_future(_send_body(conn, head, body, chunked))
+        self._sender = asyncio.ensure_future(_send_body(conn, head, body, chunked, self._answer_timeout))
         done, _ = await asyncio.wait((answered, self._sender), return_when=asyncio.FIRST_COMPLETED)
         if self._sender in done and self._sender.exception() is not None:
             conn.close()
@@ -336,8 +376,11 @@ class _Exchange:
             self._conn.close()
 
 
-async def _send_body(conn: _Connection, head: bytes, body: AsyncIterator[bytes], chunked: bool) -> None:
-    """Head and first chunk in one write; then the rest as it arrives (chunk-framed when no length was given)."""
+async def _send_body(
+    conn: _Connection, head: bytes, body: AsyncIterator[bytes], chunked: bool, answer_timeout: float | None
+) -> None:
+    """Head and first chunk in one write; then the rest as it arrives (chunk-framed when no length was given).
+    The answer deadline starts after the last byte (an upstream may also answer before it, and often does)."""
     first = True
     async for chunk in body:
         if not chunk:
@@ -348,6 +391,7 @@ async def _send_body(conn: _Connection, head: bytes, body: AsyncIterator[bytes],
     end = b"0\r\n\r\n" if chunked else b""
     if first or end:
         await conn.write(head + end if first else end)
+    conn.answer_within(answer_timeout)
 
 
 def _host(url: URL) -> str:
@@ -369,9 +413,16 @@ class UpstreamClient:
         self._closed = False
 
     def request(
-        self, method: str, url: URL, *, headers: CIMultiDict[str], body: AsyncIterator[bytes] | None = None
+        self,
+        method: str,
+        url: URL,
+        *,
+        headers: CIMultiDict[str],
+        body: AsyncIterator[bytes] | None = None,
+        answer_timeout: float | None = None,
     ) -> _Exchange:
-        return _Exchange(self, (method, url, headers, body))
+        """``answer_timeout``: seconds from the request's last byte to the answer's head (None: no bound)."""
+        return _Exchange(self, (method, url, headers, body), answer_timeout)
 
     async def _acquire(self, url: URL, *, fresh: bool = False) -> tuple[_Connection, bool]:
         """The newest idle connection still open, else a new one (True: it was reused). ``fresh``: after a stale

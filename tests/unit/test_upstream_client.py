@@ -295,3 +295,41 @@ async def test_a_connect_timeout_is_a_timeout_not_unavailable(monkeypatch: pytes
                 pass
     finally:
         await http.close()
+
+
+async def test_no_answer_head_within_the_answer_timeout_is_a_timeout(client: UpstreamClient) -> None:
+    gave_up = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read()  # never answers; returns when the client gives up and closes
+        writer.close()
+        gave_up.set()
+
+    server, base = await _raw(silent)
+    async with server:
+        with pytest.raises(TimeoutError):
+            async with client.request("GET", _url(base, "/"), headers=CIMultiDict(), answer_timeout=0.05):
+                pass
+        assert not any(client._idle.values())  # a connection that timed out is never reused
+        await asyncio.wait_for(gave_up.wait(), 2)
+
+
+async def test_the_answer_timeout_counts_from_the_last_byte_of_the_upload(echo: str, client: UpstreamClient) -> None:
+    async def slow_upload() -> AsyncIterator[bytes]:
+        for part in (b"ab", b"cd", b"ef"):
+            await asyncio.sleep(0.1)  # the whole upload takes longer than the answer timeout
+            yield part
+
+    url = _url(echo, "/upload")
+    async with client.request("POST", url, headers=CIMultiDict(), body=slow_upload(), answer_timeout=0.15) as response:
+        assert response.status == 200 and b'"body": "abcdef"' in await response.read()
+
+
+async def test_an_answer_in_time_disarms_the_timeout_and_a_small_body_comes_whole(client: UpstreamClient) -> None:
+    server, base = await _answering(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    async with server:
+        async with client.request("GET", _url(base, "/"), headers=CIMultiDict(), answer_timeout=0.05) as response:
+            await asyncio.sleep(0.1)  # past the answer timeout: it no longer applies once the head is in
+            assert response.body_if_complete() == b"hello"
+            assert response.body_if_complete() == b""  # taken: nothing is read twice
