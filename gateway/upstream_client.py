@@ -106,11 +106,13 @@ class _Connection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._paused = False  # reading paused for backpressure (kept across exchanges: it is the socket's state)
         self._answer_timer: asyncio.TimerHandle | None = None
+        # One parser for the connection's life: llhttp starts on the next answer after a complete one. A connection
+        # is reused only after a complete, reusable answer, never after a HEAD (the parser would expect its body).
+        self._parser = httptools.HttpResponseParser(self)
         self._reset(False)
 
     def _reset(self, head_only: bool) -> None:
         self._disarm()
-        self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
         self._response: Response | None = None
         self._head: asyncio.Future[Response] | None = None
