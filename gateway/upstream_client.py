@@ -14,6 +14,7 @@ WebSockets still use aiohttp's client (``websocket_proxy``).
   ``TimeoutError``, and so is an answer head that did not come within ``answer_timeout`` of the request's last
   byte (GATEWAY_UPSTREAM_TIMEOUT: a slow upload is not a slow answer). Timeouts between body chunks are the
   caller's (``streaming``). The answer deadline is one timer on the connection, not a timeout scope per request.
+  An upload the upstream stops taking (its socket full) for ``answer_timeout`` is a TimeoutError as well.
 - Limits mirror aiohttp's client: 8190 bytes a status line or header field, 128 header fields.
 """
 
@@ -296,12 +297,16 @@ class _Connection(asyncio.Protocol):
     def finished(self) -> bool:
         return self._complete and not self._chunks and self._error is None
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, stall_timeout: float | None = None) -> None:
+        """Write, then wait while the upstream is not taking bytes: TimeoutError after ``stall_timeout`` of that."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise UpstreamConnectionError("the upstream connection is closed")
         self.transport.write(data)
         if self._drain is not None:
-            await self._drain
+            # SECURITY: an upstream that stops reading an upload (and never answers) would hold the client's
+            # connection and its buffers for as long as the client waits.
+            async with asyncio.timeout(stall_timeout):
+                await self._drain
 
     def close(self) -> None:
         self.closed = True
@@ -382,17 +387,18 @@ async def _send_body(
     conn: _Connection, head: bytes, body: AsyncIterator[bytes], chunked: bool, answer_timeout: float | None
 ) -> None:
     """Head and first chunk in one write; then the rest as it arrives (chunk-framed when no length was given).
-    The answer deadline starts after the last byte (an upstream may also answer before it, and often does)."""
+    The answer deadline starts after the last byte (an upstream may also answer before it, and often does); an
+    upstream that takes no bytes of it for as long is given up on too (TimeoutError)."""
     first = True
     async for chunk in body:
         if not chunk:
             continue
         data = b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk
-        await conn.write(head + data if first else data)
+        await conn.write(head + data if first else data, answer_timeout)
         first = False
     end = b"0\r\n\r\n" if chunked else b""
     if first or end:
-        await conn.write(head + end if first else end)
+        await conn.write(head + end if first else end, answer_timeout)
     conn.answer_within(answer_timeout)
 
 

@@ -146,6 +146,12 @@ async def drain(request: web.Request) -> web.Response:
     return web.json_response({"size": size})
 
 
+async def deaf(request: web.Request) -> web.Response:
+    """Never reads the upload and answers only after ``seconds``: an upstream stuck on a request body."""
+    await asyncio.sleep(float(request.query.get("seconds", "30")))
+    return web.Response(text="too late")
+
+
 async def duplex(request: web.Request) -> web.StreamResponse:
     """Answers at once and echoes the body while it still arrives; ``then`` seconds after its end, ``done``."""
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
@@ -170,6 +176,7 @@ def create_app() -> web.Application:
     app.router.add_get("/stream/{tag}", stream)
     app.router.add_post("/drain/{tag}", drain)
     app.router.add_post("/duplex/{tag}", duplex)
+    app.router.add_post("/deaf/{tag}", deaf)
     return app
 
 

@@ -8,6 +8,7 @@ traceback, no ``ERROR aiohttp.server``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import statistics
@@ -183,6 +184,27 @@ async def test_a_slow_upload_is_not_a_slow_answer(sse_stack: Stack, alice: aioht
     async with alice.post(f"{sse_stack.url}/drain/{tag()}", data=trickle()) as response:
         assert response.status == 200
         assert await response.json() == {"size": 5000}
+
+
+async def test_an_upstream_that_stops_taking_an_upload_is_given_up_on(
+    sse_stack: Stack, alice: aiohttp.ClientSession
+) -> None:
+    """Its socket full and no answer: after GATEWAY_UPSTREAM_TIMEOUT without progress the gateway lets go (504,
+    or the client's upload cut off as the connection closes), instead of holding both ends for as long as the
+    client waits."""
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(4096):  # 256 MiB, far beyond what the sockets and buffers between hold
+            yield b"x" * 65536
+
+    name = tag()
+    started = time.monotonic()
+    with contextlib.suppress(aiohttp.ClientError):
+        async with alice.post(f"{sse_stack.url}/deaf/{name}?seconds=30", data=endless()) as response:
+            assert response.status == 504
+    await line(sse_stack.gateway, f"upstream timed out: POST /deaf/{name}", within=10)
+    assert time.monotonic() - started < 10
+    assert_handled(sse_stack.gateway)
 
 
 async def test_an_answer_that_streams_while_the_upload_goes_on_keeps_its_stream_bound(

@@ -333,3 +333,30 @@ async def test_an_answer_in_time_disarms_the_timeout_and_a_small_body_comes_whol
             await asyncio.sleep(0.1)  # past the answer timeout: it no longer applies once the head is in
             assert response.body_if_complete() == b"hello"
             assert response.body_if_complete() == b""  # taken: nothing is read twice
+
+
+async def test_an_upload_the_upstream_stops_taking_is_given_up_on(client: UpstreamClient) -> None:
+    """An upstream that reads the head, never the body, and never answers: a timeout, not a wait without end."""
+    done = asyncio.Event()
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await done.wait()
+        writer.close()
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"x" * 65536
+
+    async def upload(base: str) -> None:
+        async with client.request("POST", _url(base, "/"), headers=CIMultiDict(), body=endless(), answer_timeout=0.2):
+            pass
+
+    server, base = await _raw(deaf)
+    async with server:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(upload(base), 10)  # without the bound, this outer timeout fires at 10 s
+        assert loop.time() - started < 5
+        done.set()
