@@ -20,6 +20,7 @@ idle ones are closed, in-flight requests and streams run on; what is still runni
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -41,6 +42,20 @@ DRAIN_SETTLE = 0.5  # workers: between closing the listener and asking connectio
 DRAIN_IDLE_GRACE = 1.0  # while draining, a connection idle this long is closed instead of waited for
 CANCEL_GRACE = 1.0  # of the shutdown timeout: what aiohttp gets to cancel the handlers still running
 BACKLOG = 1024
+GC_YOUNG_THRESHOLD = 10_000  # container allocations between young collections (CPython's default: 700)
+
+
+def tune_gc() -> None:
+    """Once serving starts: what exists then (modules, settings, the app) lives as long as the process.
+
+    A request allocates hundreds of short-lived containers, nearly all freed by reference counting. At CPython's
+    default threshold a young collection still ran about a hundred times a second, and every full collection
+    walked all the startup objects again: together about 5% of a worker's CPU under load. ``gc.freeze()`` moves
+    the startup objects out of the collector's sight, and the higher young threshold lets requests' garbage go by
+    reference counting first. Reference cycles are still collected, only in larger batches.
+    """
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    gc.freeze()
 
 
 def limits(settings: Settings) -> Limits:
@@ -138,6 +153,7 @@ async def serve(
     listener = await loop.create_server(
         lambda: GuardedConnection(protocols(), registry, loop), sock=sock, ssl=context, backlog=BACKLOG
     )
+    tune_gc()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
