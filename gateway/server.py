@@ -54,6 +54,7 @@ def tune_gc() -> None:
     the startup objects out of the collector's sight, and the higher young threshold lets requests' garbage go by
     reference counting first. Reference cycles are still collected, only in larger batches.
     """
+    gc.collect()  # startup's own garbage goes first, rather than being frozen with the rest
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     gc.freeze()
 

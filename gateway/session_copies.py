@@ -37,6 +37,10 @@ HANDSHAKE_TIMEOUT = 2.0  # seconds for each step of connecting and subscribing (
 INVALIDATE_CHANNEL = "__redis__:invalidate"
 
 
+class _Closing(Exception):
+    """The handshake stops between steps when the copies are being closed."""
+
+
 class TrackedCopies:
     """``get``/``keep``/``forget`` copies by Redis key; only while Redis's invalidations are known to arrive."""
 
@@ -105,14 +109,7 @@ class TrackedCopies:
     async def _track_once(self) -> None:
         conn = self._conn = self._pool.make_connection()
         try:
-            await conn.connect()
-            await conn.send_command("CLIENT", "ID")
-            client_id = await conn.read_response()
-            await conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", "PREFIX", self._prefix)
-            await conn.read_response()
-            await conn.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
-            await conn.read_response()
-            if self._closing.is_set():
+            if not await self._subscribe(conn):
                 return
             self.epoch += 1  # reads begun before the subscription may have missed an invalidation: not kept
             self._heard = asyncio.get_running_loop().time()
@@ -122,6 +119,21 @@ class TrackedCopies:
         finally:
             self._listening = False
             await conn.disconnect()
+
+    async def _subscribe(self, conn: Any) -> bool:
+        """Connect, turn tracking on (redirected to this very connection) and subscribe; False once closing began."""
+        await conn.connect()
+        client_id = await self._ask(conn, "CLIENT", "ID")
+        await self._ask(conn, "CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", "PREFIX", self._prefix)
+        await self._ask(conn, "SUBSCRIBE", INVALIDATE_CHANNEL)
+        return not self._closing.is_set()
+
+    async def _ask(self, conn: Any, *command: Any) -> Any:
+        """One step of the handshake; none once closing began (each may take up to HANDSHAKE_TIMEOUT)."""
+        if self._closing.is_set():
+            raise _Closing()
+        await conn.send_command(*command)
+        return await conn.read_response()
 
     async def _listen(self, conn: Any) -> None:
         """Apply invalidations as they come, while a watchdog PINGs (every message counts as heard)."""
@@ -159,7 +171,8 @@ class TrackedCopies:
             if self._listening and self._conn is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await self._conn.disconnect()
-            done, _ = await asyncio.wait([task], timeout=HANDSHAKE_TIMEOUT * 2)
+            # The step under way ends first: a connect with redis-py's own round trips is the longest.
+            done, _ = await asyncio.wait([task], timeout=HANDSHAKE_TIMEOUT * 4)
             if not done:
                 task.cancel()
                 await asyncio.wait([task], timeout=1)

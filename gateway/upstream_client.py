@@ -298,15 +298,26 @@ class _Connection(asyncio.Protocol):
         return self._complete and not self._chunks and self._error is None
 
     async def write(self, data: bytes, stall_timeout: float | None = None) -> None:
-        """Write, then wait while the upstream is not taking bytes: TimeoutError after ``stall_timeout`` of that."""
+        """Write, then wait while the upstream's socket is full: TimeoutError after ``stall_timeout`` in which our
+        buffer did not shrink (a slow upstream that keeps reading is waited for). The kernel takes bytes from the
+        buffer in batches of about a third of its send buffer, so "progress" means that much within the bound."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise UpstreamConnectionError("the upstream connection is closed")
         self.transport.write(data)
-        if self._drain is not None:
-            # SECURITY: an upstream that stops reading an upload (and never answers) would hold the client's
-            # connection and its buffers for as long as the client waits.
-            async with asyncio.timeout(stall_timeout):
-                await self._drain
+        drain = self._drain
+        if drain is None:
+            return
+        # SECURITY: an upstream that stops reading (and never answers) would otherwise hold the client's
+        # connection and its buffers for as long as the client waits.
+        waiting = self.transport.get_write_buffer_size()
+        while not drain.done():
+            done, _ = await asyncio.wait((drain,), timeout=stall_timeout)
+            if done or self.transport is None:
+                return
+            left = self.transport.get_write_buffer_size()
+            if left >= waiting:
+                raise TimeoutError("the upstream took nothing of the request for the upstream timeout")
+            waiting = left
 
     def close(self) -> None:
         self.closed = True
@@ -354,7 +365,7 @@ class _Exchange:
         chunked = body is not None and "Content-Length" not in headers
         head = serialise_head(method, url.raw_path_qs, _host(url), headers, chunked)
         if body is None:
-            await conn.write(head)
+            await conn.write(head, self._answer_timeout)
             conn.answer_within(self._answer_timeout)
             return await answered
         self._sender = asyncio.ensure_future(_send_body(conn, head, body, chunked, self._answer_timeout))

@@ -360,3 +360,29 @@ async def test_an_upload_the_upstream_stops_taking_is_given_up_on(client: Upstre
             await asyncio.wait_for(upload(base), 10)  # without the bound, this outer timeout fires at 10 s
         assert loop.time() - started < 5
         done.set()
+
+
+async def test_a_slow_upstream_that_keeps_reading_an_upload_is_waited_for(client: UpstreamClient) -> None:
+    """The stall bound is a time without progress, not a time to drain each chunk: a 16 MiB chunk that takes over
+    a second to go is waited for under a 0.6 s bound (progress shows once the kernel takes more of the buffer)."""
+    size = 16 * 1024 * 1024
+
+    async def slow_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        got = 0
+        while got < size:
+            got += len(await reader.read(128 * 1024))
+            if got < size // 2:
+                await asyncio.sleep(0.02)  # about 6 MB/s for the first half
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield b"x" * size
+
+    server, base = await _raw(slow_reader)
+    async with server:
+        headers = CIMultiDict({"Content-Length": str(size)})
+        async with client.request("PUT", _url(base, "/"), headers=headers, body=upload(), answer_timeout=0.6) as got:
+            assert got.status == 200 and await got.read() == b"ok"
