@@ -52,8 +52,7 @@ class TrackedCopies:
         self._copies: TTLCache[str, Any] = TTLCache(maxsize=COPIES_KEPT, ttl=MAX_AGE, timer=clock)
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
-        self._conn: Any = None  # the tracking connection, while there is one
-        self._listening = False  # True while the tracker waits on the subscribed connection (no other await)
+        self._listening: Any = None  # the subscribed connection while the tracker waits on it (no other await)
         self._heard = 0.0  # loop time of the tracking connection's last message (a PONG at least every PING_EVERY)
         self.live = False  # True only while invalidations are known to arrive
         self.epoch = 0  # bumped by every invalidation: a read that spans one is not kept
@@ -107,17 +106,17 @@ class TrackedCopies:
                 await asyncio.wait_for(self._closing.wait(), RECONNECT_AFTER)
 
     async def _track_once(self) -> None:
-        conn = self._conn = self._pool.make_connection()
+        conn = self._pool.make_connection()
         try:
             if not await self._subscribe(conn):
                 return
             self.epoch += 1  # reads begun before the subscription may have missed an invalidation: not kept
             self._heard = asyncio.get_running_loop().time()
             self.live = True
-            self._listening = True
+            self._listening = conn
             await self._listen(conn)
         finally:
-            self._listening = False
+            self._listening = None
             await conn.disconnect()
 
     async def _subscribe(self, conn: Any) -> bool:
@@ -168,9 +167,9 @@ class TrackedCopies:
         self._closing.set()
         task, self._task = self._task, None
         if task is not None:
-            if self._listening and self._conn is not None:
+            if self._listening is not None:
                 with contextlib.suppress(RedisError, OSError):
-                    await self._conn.disconnect()
+                    await self._listening.disconnect()
             # The step under way ends first: a connect with redis-py's own round trips is the longest.
             done, _ = await asyncio.wait([task], timeout=HANDSHAKE_TIMEOUT * 4)
             if not done:

@@ -2,10 +2,11 @@
 
 Timing. The upstream's answer (status line and headers) must come within GATEWAY_UPSTREAM_TIMEOUT of the request
 being sent, counted from the end of the request body, so a slow upload is never a slow answer. Between two chunks
-of the body, an ordinary response gets GATEWAY_UPSTREAM_TIMEOUT again, a *stream* gets GATEWAY_STREAM_IDLE_TIMEOUT: Server-Sent Events, long polls and other bodies of unknown length are quiet for
-minutes by design. The head's bound is the upstream client's (``answer_timeout``, one timer); the body's are
-``asyncio.timeout`` scopes rescheduled around each read, so waiting for the client to take a chunk (backpressure)
-never counts against the upstream.
+of the body, an ordinary response gets GATEWAY_UPSTREAM_TIMEOUT again, a *stream* gets GATEWAY_STREAM_IDLE_TIMEOUT:
+Server-Sent Events, long polls and other bodies of unknown length are quiet for minutes by design. The head's
+bound is the upstream client's (``answer_timeout``, one timer); the body's are ``asyncio.timeout`` scopes
+rescheduled around each read, so waiting for the client to take a chunk (backpressure) never counts against the
+upstream.
 
 No buffering: ``Response.readany()`` returns whatever bytes have arrived (it never waits to fill a chunk), and each
 is written to the client at once.

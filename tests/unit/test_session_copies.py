@@ -115,20 +115,29 @@ async def test_without_redis_no_copy_is_used(clock: FakeClock) -> None:
         await backend.close()
 
 
-async def test_a_read_that_overlapped_an_invalidation_is_not_kept(redis_server: RedisServer) -> None:
+@pytest.fixture
+async def live_copies(redis_server: RedisServer) -> AsyncIterator[TrackedCopies]:
+    """TrackedCopies on their own, once Redis's invalidations arrive."""
     copies = TrackedCopies(redis_server.url, "test:session:")
     copies.start()
     try:
         await eventually(lambda: copies.live)
-        began = copies.epoch
-        redis_server.cli("SET", "test:session:x", "v2")  # lands while the "read" is in flight
-        await eventually(lambda: copies.epoch != began)
-        copies.keep("test:session:x", "v1", began)
-        assert copies.get("test:session:x") is None
-        copies.keep("test:session:x", "v2", copies.epoch)
-        assert copies.get("test:session:x") == "v2"
+        yield copies
     finally:
         await copies.close()
+
+
+async def test_a_read_that_overlapped_an_invalidation_is_not_kept(
+    redis_server: RedisServer, live_copies: TrackedCopies
+) -> None:
+    copies = live_copies
+    began = copies.epoch
+    redis_server.cli("SET", "test:session:x", "v2")  # lands while the "read" is in flight
+    await eventually(lambda: copies.epoch != began)
+    copies.keep("test:session:x", "v1", began)
+    assert copies.get("test:session:x") is None
+    copies.keep("test:session:x", "v2", copies.epoch)
+    assert copies.get("test:session:x") == "v2"
 
 
 async def test_copies_can_be_turned_off(redis_server: RedisServer, clock: FakeClock) -> None:
@@ -145,18 +154,13 @@ async def test_copies_can_be_turned_off(redis_server: RedisServer, clock: FakeCl
         await backend.close()
 
 
-async def test_copies_are_not_used_once_the_tracking_link_has_been_silent(redis_server: RedisServer) -> None:
+async def test_copies_are_not_used_once_the_tracking_link_has_been_silent(live_copies: TrackedCopies) -> None:
     """A silent partition: until the watchdog notices, the copies already stop being trusted."""
-    copies = TrackedCopies(redis_server.url, "test:session:")
-    copies.start()
-    try:
-        await eventually(lambda: copies.live)
-        copies.keep("test:session:y", "v", copies.epoch)
-        assert copies.get("test:session:y") == "v"
-        copies._heard -= PING_EVERY + 1  # as if nothing had come for longer than PING_EVERY
-        assert copies.get("test:session:y") is None
-    finally:
-        await copies.close()
+    copies = live_copies
+    copies.keep("test:session:y", "v", copies.epoch)
+    assert copies.get("test:session:y") == "v"
+    copies._heard -= PING_EVERY + 1  # as if nothing had come for longer than PING_EVERY
+    assert copies.get("test:session:y") is None
 
 
 async def test_closing_at_any_point_of_the_tracking_handshake_is_clean(redis_server: RedisServer) -> None:
