@@ -39,8 +39,10 @@ class LoginAttempt:
 
     @classmethod
     def new(cls, return_to: str, now: float, *, post: bool = False) -> LoginAttempt:
-        token = secrets.token_urlsafe
-        return cls(token(32), token(32), token(64), return_to, now, post)
+        """Fresh state (32 bytes), nonce (32) and PKCE verifier (64), from one read of the OS's random source."""
+        fresh = secrets.token_bytes(128)
+        state, nonce, verifier = (_urlsafe(fresh[start:end]) for start, end in ((0, 32), (32, 64), (64, 128)))
+        return cls(state, nonce, verifier, return_to, now, post)
 
     def to_json(self) -> bytes:
         """What the cookie seals; ``LoginAttempt(**json.loads(...))`` reads it back. Written field by field: ``dataclasses.asdict``
@@ -61,10 +63,14 @@ class LoginAttempt:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+def _urlsafe(random: bytes) -> str:
+    return base64.urlsafe_b64encode(random).rstrip(b"=").decode("ascii")
+
+
 class LoginStates:
     def __init__(self, settings: SessionSettings, clock: Callable[[], float] = time.time) -> None:
         self._timeout = settings.login_timeout
-        self._sealer = Sealer(settings.keys, LOGIN_PURPOSE)
+        self._sealer = Sealer(settings.keys, LOGIN_PURPOSE, clock)
         self._prefix = f"{settings.cookie_name}_login_"
         self._attributes = CookieAttributes.for_login(settings)
         self._clock = clock

@@ -5,17 +5,22 @@ the value is split across two numbered cookies (``name``, ``name_1``) when it mu
 stays under 4 KB. Login-state cookies (``name_login_…``) share the attributes, except SameSite,
 which must let the IdP's cross-site redirect back to the callback carry them.
 
-Cookies are read with aiohttp's parser (``request_cookies``) and written with ``response.set_cookie``. The
-aiohttp-session storages are not used: they hold one Fernet key (no rotation), write one cookie (no chunks) and
-skip streamed responses, which are the three things this gateway needs.
+Cookies are read with aiohttp's parser (``request_cookies``); their attributes are written by the standard
+library's ``Morsel`` (``CookieAttributes.header``). The aiohttp-session storages are not used: they hold one key
+(no rotation), write one cookie (no chunks) and skip streamed responses, which are the three things this gateway
+needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from collections.abc import Iterable, Mapping
+from http.cookies import Morsel
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .config import SessionSettings
 
@@ -49,20 +54,54 @@ class CookieAttributes:
     def set(
         self, response: web.StreamResponse, name: str, value: str, *, max_age: int, expires: str | None = None
     ) -> None:
-        response.set_cookie(
-            name,
-            value,
-            max_age=max_age,
-            expires=expires,
-            path="/",
-            domain=self.domain,
-            secure=self.secure,
-            httponly=True,
-            samesite=self.samesite,
-        )
+        """Add the cookie's ``Set-Cookie`` to ``response``, replacing one this response already sets by that name.
+
+        Headers, not ``response.set_cookie``: they can be added while the response is being prepared (the session
+        is written from ``on_response_prepare``, after aiohttp has turned ``response.cookies`` into headers)."""
+        headers = response.headers
+        line = self.header(name, value, max_age=max_age, expires=expires)
+        if SET_COOKIE in headers:
+            _drop_set_cookie(headers, name)
+        headers.add(SET_COOKIE, line)
+
+    def header(self, name: str, value: str, *, max_age: int, expires: str | None = None) -> str:
+        """One ``Set-Cookie`` value: ``name=value`` and these attributes, as the standard library writes them."""
+        # SECURITY: the gateway's names and values (base64url, hex, state tokens) need no quoting; anything else
+        # could carry a "; Domain=…" of its own into the header, so it is refused, never written.
+        if not _TOKEN.fullmatch(name) or not _COOKIE_OCTETS.fullmatch(value):
+            raise ValueError(f"cookie {name[:40]!r} has characters a cookie value cannot carry unquoted")
+        return f"{name}={value}{_attributes(self, max_age, expires)}"
 
     def expire(self, response: web.StreamResponse, name: str) -> None:
         self.set(response, name, "", max_age=0, expires=_EPOCH)
+
+
+SET_COOKIE = "Set-Cookie"
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a cookie name
+_COOKIE_OCTETS = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")  # RFC 6265 cookie-octet
+
+
+@functools.lru_cache(maxsize=512)
+def _attributes(attributes: CookieAttributes, max_age: int, expires: str | None) -> str:
+    """``; HttpOnly; Max-Age=…; Path=/; …`` written by ``http.cookies.Morsel``, once per distinct set: it is the same
+    on every sign-in redirect, and building a Morsel per cookie was a tenth of such a redirect's CPU."""
+    morsel: Morsel[str] = Morsel()
+    morsel.set("c", "", "")
+    morsel.update({"path": "/", "max-age": str(max_age), "httponly": True, "samesite": attributes.samesite})
+    if expires is not None:
+        morsel["expires"] = expires
+    if attributes.domain is not None:
+        morsel["domain"] = attributes.domain
+    if attributes.secure:
+        morsel["secure"] = True
+    return morsel.OutputString()[len("c=") :]
+
+
+def _drop_set_cookie(headers: CIMultiDict[str], name: str) -> None:
+    kept = [line for line in headers.getall(SET_COOKIE) if not line.startswith(name + "=")]
+    del headers[SET_COOKIE]
+    for line in kept:
+        headers.add(SET_COOKIE, line)
 
 
 def cookie_pairs(values: Iterable[str]) -> list[tuple[str, str]]:

@@ -164,20 +164,13 @@ class SessionManager:
     async def write_cookies(self, request: web.Request, response: web.StreamResponse) -> None:
         """``on_response_prepare``: the pending session change goes into this response's headers."""
         pending = request.get(PENDING)
-        if pending is None:
-            return
-        # aiohttp 3.14 turns response.cookies into headers *before* this signal runs, so cookies set on the
-        # response here would be dropped silently: build them on a scratch response and add the headers ourselves.
-        scratch = web.Response()
         if pending is CLEAR:
-            self.cookies.clear(request, scratch)
+            self.cookies.clear(request, response)
         elif isinstance(pending, UserSession):
             value = self.backend.cookie_value(pending)
             if value != self.cookies.read(request):
                 max_age = pending.remaining(self._clock(), self._settings.lifetime)
-                self.cookies.write(request, scratch, value, max_age=max_age)
-        for morsel in scratch.cookies.values():
-            response.headers.add("Set-Cookie", morsel.output(header="")[1:])
+                self.cookies.write(request, response, value, max_age=max_age)
 
     # Refresh ---------------------------------------------------------------------------------------------------
     async def _refresh(self, session: UserSession) -> UserSession | _Outcome:

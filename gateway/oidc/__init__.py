@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
@@ -107,7 +107,7 @@ class OidcClient:
     def authorize_url(self, *, state: str, nonce: str, code_challenge: str, redirect_uri: str) -> str:
         """The IdP's authorize URL for one sign-in: the per-provider part is built once, the fresh values appended."""
         base = self._authorize_base(redirect_uri)
-        fresh = urlencode({"state": state, "nonce": nonce, "code_challenge": code_challenge}, quote_via=quote)
+        fresh = f"state={quote(state, safe='')}&nonce={quote(nonce, safe='')}&code_challenge={quote(code_challenge, safe='')}"
         return f"{base}&{fresh}&code_challenge_method=S256"
 
     def _authorize_base(self, redirect_uri: str) -> str:

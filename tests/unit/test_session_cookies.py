@@ -3,6 +3,8 @@ chunks left over from a longer value are expired."""
 
 from __future__ import annotations
 
+from http.cookies import SimpleCookie
+
 import pytest
 from aiohttp import web
 
@@ -39,8 +41,8 @@ def test_the_chunks_read_back_as_the_whole_value() -> None:
 
 def test_every_set_cookie_of_a_full_chunk_fits_a_browser() -> None:
     response = written("x" * CHUNK_SIZE * MAX_CHUNKS, domain="app.example.com", samesite="None")
-    headers = [morsel.OutputString() for morsel in response.cookies.values()]
-    assert len(headers) == MAX_CHUNKS and max(len(h) for h in headers) < 4096
+    headers = response.headers.getall("Set-Cookie")
+    assert len(headers) == MAX_CHUNKS and max(len(f"Set-Cookie: {h}") for h in headers) < 4096
 
 
 def test_a_value_beyond_max_chunks_is_an_error_not_a_truncated_session() -> None:
@@ -115,6 +117,35 @@ def test_login_cookies_let_the_idps_redirect_carry_them(session: str, login: str
     """The callback is a cross-site top-level navigation from the IdP: Strict would drop the login state."""
     attributes = CookieAttributes.for_login(session_settings(samesite=session))
     assert attributes.samesite == login and attributes.secure is True
+
+
+def test_a_set_cookie_reads_back_with_the_standard_parser() -> None:
+    line = CookieAttributes("example.com", True, "Lax").header("n", "v-_1", max_age=60)
+    assert line == "n=v-_1; Domain=example.com; HttpOnly; Max-Age=60; Path=/; SameSite=Lax; Secure"
+    parsed: SimpleCookie = SimpleCookie()
+    parsed.load(line)
+    assert parsed["n"].value == "v-_1" and parsed["n"]["max-age"] == "60" and parsed["n"]["secure"] is True
+
+
+@pytest.mark.parametrize("value", ["a;b", "a b", 'a"b', "a,b", "a\\b", "a\r\nSet-Cookie: x=1", "é", "a\x00"])
+def test_a_value_that_would_need_quoting_is_refused_not_written(value: str) -> None:
+    """A ``;`` or a line break in a value would add attributes or headers of its own; none is ever written."""
+    response = web.Response()
+    with pytest.raises(ValueError, match="cannot carry unquoted"):
+        CookieAttributes(None, True, "Lax").set(response, "n", value, max_age=60)
+    with pytest.raises(ValueError):
+        CookieAttributes(None, True, "Lax").set(response, "a=b", "v", max_age=60)
+    assert "Set-Cookie" not in response.headers
+
+
+def test_setting_a_cookie_twice_in_one_response_keeps_only_the_last() -> None:
+    response = web.Response()
+    response.headers.add("Set-Cookie", "app=1; Path=/")
+    attributes = CookieAttributes(None, True, "Lax")
+    attributes.expire(response, COOKIE)
+    attributes.set(response, COOKIE, "new", max_age=60)
+    lines = response.headers.getall("Set-Cookie")
+    assert lines[0] == "app=1; Path=/" and [line.split(";")[0] for line in lines] == ["app=1", f"{COOKIE}=new"]
 
 
 def test_which_cookies_are_the_gateways() -> None:
