@@ -25,6 +25,7 @@ from .crypto import LOGIN_PURPOSE, InvalidToken, Sealer
 from .session_cookies import CookieAttributes, request_cookies, sent_once
 
 MAX_PENDING = 5
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps with options builds one per call
 _MAX_INSPECTED = 32  # login cookies looked at per request; any beyond are expired unread
 
 
@@ -55,7 +56,7 @@ class LoginAttempt:
             "started_at": self.started_at,
             "post": self.post,
         }
-        return json.dumps(fields, separators=(",", ":")).encode()
+        return _COMPACT.encode(fields).encode()
 
     @property
     def code_challenge(self) -> str:

@@ -27,6 +27,7 @@ from .crypto import SESSION_PURPOSE, InvalidToken, Sealer
 from .user_session import UserSession
 
 DECRYPTED_CACHE_SIZE = 2048  # sessions; a few MB at most
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps with options builds one per call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,7 @@ class SessionBackend(Protocol):
 
 
 def seal_session(sealer: Sealer, session: UserSession) -> bytes:
-    return sealer.seal(json.dumps(session.to_dict(), separators=(",", ":")).encode())
+    return sealer.seal(_COMPACT.encode(session.to_dict()).encode())
 
 
 def open_session(sealer: Sealer, blob: bytes, *, ttl: int | None, session_id: str | None = None) -> Loaded | None:

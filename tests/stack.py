@@ -14,6 +14,7 @@ import secrets
 import time
 import urllib.request
 from collections.abc import Mapping
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 import aiohttp
@@ -119,7 +120,10 @@ def forged_cookie(env: Mapping[str, str], session: UserSession, **overrides: str
     response = web.Response()
     value = CookieBackend(settings.session).cookie_value(session)
     SessionCookies(settings.session).write(make_mocked_request("GET", "/"), response, value, max_age=3600)
-    return {name: morsel.value for name, morsel in response.cookies.items() if morsel.value}
+    written: SimpleCookie = SimpleCookie()
+    for line in response.headers.getall("Set-Cookie", []):
+        written.load(line)
+    return {name: morsel.value for name, morsel in written.items() if morsel.value}
 
 
 def alice_session(*, created: float, seen: float | None = None, groups: tuple[str, ...] = ()) -> UserSession:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -12,6 +13,7 @@ from ..config import ProviderSettings
 from ..errors import IdpUnavailable, SignInFailed, TokenRejected
 from .discovery import Endpoints
 
+FORM = "application/x-www-form-urlencoded"
 log = logging.getLogger("gateway.idp")
 
 
@@ -80,10 +82,12 @@ class TokenEndpoint:
         return TokenResponse(id_token, access_token, refresh_token, lifetime, scope)
 
     async def _post_token(self, url: str, form: dict[str, str]) -> dict[str, Any]:
-        headers = self._auth(form)
+        headers = {**self._auth(form), "Content-Type": FORM}
+        # The form is encoded here (as aiohttp's FormData would encode it): bytes skip its multipart machinery.
+        encoded = urlencode(form).encode()
         try:
             async with self._http.post(
-                url, data=form, headers=headers, timeout=self._timeout, allow_redirects=False
+                url, data=encoded, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as response:
                 status = response.status
                 try:

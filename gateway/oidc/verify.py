@@ -17,11 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
+from cachetools import LRUCache
 
 from ..config import ProviderSettings
 from ..errors import InvalidToken
 from .jwks import JwksCache
 
+HEADER_CACHE_SIZE = 64  # distinct token headers kept decoded; a flood of forged ones only evicts each other
 _HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
 
 
@@ -29,6 +31,9 @@ class TokenVerifier:
     def __init__(self, settings: ProviderSettings, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._clock = clock
+        # An IdP signs every token with one of a few keys, so the header segment repeats from token to token:
+        # its decoding is kept, and PyJWT parses each token once (in ``jwt.decode``), not twice.
+        self._headers: LRUCache[str, dict[str, Any]] = LRUCache(maxsize=HEADER_CACHE_SIZE)
 
     async def verify_id_token(
         self, jwks: JwksCache, token: str, *, nonce: str | None, access_token: str, sub: str | None = None
@@ -84,10 +89,7 @@ class TokenVerifier:
     async def _decode(
         self, jwks: JwksCache, token: str, *, audience: str | None, required: list[str]
     ) -> tuple[dict[str, Any], str]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(f"malformed token: {exc}") from None
+        header = self._header(token)
         kid, algorithm = header.get("kid"), header.get("alg")
         if not isinstance(kid, str) or not isinstance(algorithm, str):
             raise InvalidToken("token header lacks kid or alg")
@@ -118,6 +120,18 @@ class TokenVerifier:
             raise InvalidToken(f"{exc.__class__.__name__}: {exc}") from None
         self._check_times(claims)
         return claims, algorithm
+
+    def _header(self, token: str) -> dict[str, Any]:
+        """The token's header (only to choose the key: ``jwt.decode`` then verifies the whole token, header too)."""
+        segment = token.partition(".")[0]
+        header = self._headers.get(segment)
+        if header is None:
+            try:
+                header = jwt.get_unverified_header(token)
+            except jwt.PyJWTError as exc:
+                raise InvalidToken(f"malformed token: {exc}") from None
+            self._headers[segment] = header
+        return header
 
     def _check_times(self, claims: dict[str, Any]) -> None:
         # SECURITY: PyJWT converts a string exp with int(); OIDC's times are JSON numbers, so require numbers.

@@ -15,7 +15,7 @@ from dev_idp.keys import PoolKeys, SigningKey
 from gateway.config import ProviderSettings
 from gateway.errors import InvalidToken
 from gateway.oidc.jwks import JwksCache
-from gateway.oidc.verify import TokenVerifier
+from gateway.oidc.verify import HEADER_CACHE_SIZE, TokenVerifier
 
 from ..support import FakeClock
 from .factories import provider_settings
@@ -209,3 +209,35 @@ async def test_a_refreshed_id_token_must_be_about_the_sessions_user(
 async def test_a_sign_ins_id_token_must_carry_its_nonce(jwks: JwksCache, pool_keys: PoolKeys, clock: FakeClock) -> None:
     with pytest.raises(InvalidToken, match="nonce does not match"):
         await verify_id(verifier(clock), jwks, id_token(pool_keys, clock(), nonce=None))
+
+
+# The header cache ------------------------------------------------------------------------------------------------
+async def test_a_known_header_on_a_broken_or_forged_token_is_still_refused(
+    jwks: JwksCache, pool_keys: PoolKeys, clock: FakeClock
+) -> None:
+    """The header is decoded once per distinct segment; every token is still verified whole by PyJWT."""
+    v = verifier(clock)
+    good = access_token(pool_keys, clock())
+    assert (await v.verify_access_token(jwks, good))["client_id"] == "gateway"
+    header, payload, signature = good.split(".")
+    forged = access_token(pool_keys, clock(), client_id="gateway", sub="mallory").split(".")[1]
+    for token in (f"{header}.{forged}.{signature}", f"{header}.{payload}.", f"{header}.!!!.{signature}", header):
+        with pytest.raises(InvalidToken):
+            await v.verify_access_token(jwks, token)
+
+
+async def test_more_distinct_headers_than_the_cache_holds_each_verify_as_themselves(
+    jwks: JwksCache, pool_keys: PoolKeys, clock: FakeClock
+) -> None:
+    v = verifier(clock)
+    key = pool_keys.access_token
+    for index in range(HEADER_CACHE_SIZE * 2):
+        claims = {"client_id": "gateway", "token_use": "access", "sub": "s", "iss": ISSUER}
+        times = {"iat": int(clock()), "exp": int(clock()) + 60}
+        token = jwt.encode(
+            {**claims, **times}, key.private_key, algorithm="RS256", headers={"kid": key.kid, "n": index}
+        )
+        assert (await v.verify_access_token(jwks, token))["sub"] == "s"
+    unknown = jwt.encode({}, key.private_key, algorithm="RS256", headers={"kid": "not-a-key"}).split(".")[0]
+    with pytest.raises(InvalidToken, match="no key with kid"):
+        await v.verify_access_token(jwks, unknown + "." + token.split(".", 1)[1])
