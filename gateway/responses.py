@@ -110,7 +110,9 @@ PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"
 def redirect(location: str) -> web.Response:
     """A 302 whose Location is printable ASCII whatever it was built from (a decoded rd, a Unicode path)."""
     # SECURITY: a raw space, control character or U+2028 in a Location splits or confuses the header downstream.
-    safe = quote(location, safe=_LOCATION_SAFE, errors="replace")
+    # (Printable ASCII without a space is what quote would return unchanged: a sign-in's authorize URL always is.)
+    printable = location.isascii() and location.isprintable() and " " not in location
+    safe = location if printable else quote(location, safe=_LOCATION_SAFE, errors="replace")
     return web.Response(status=302, headers={"Location": safe, **PAGE_HEADERS})
 
 

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,13 @@ class SignedIn:
     auth_time: int
     refresh_token: str | None = dataclasses.field(default=None, repr=False)
     access_token: str | None = dataclasses.field(default=None, repr=False)  # kept with GATEWAY_PASS_ACCESS_TOKEN
+
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]*")  # base64url: what the gateway's own states, nonces and challenges are
+
+
+def _query_value(value: str) -> str:
+    return value if _URL_SAFE.fullmatch(value) else quote(value, safe="")
 
 
 class OidcClient:
@@ -107,7 +115,7 @@ class OidcClient:
     def authorize_url(self, *, state: str, nonce: str, code_challenge: str, redirect_uri: str) -> str:
         """The IdP's authorize URL for one sign-in: the per-provider part is built once, the fresh values appended."""
         base = self._authorize_base(redirect_uri)
-        fresh = f"state={quote(state, safe='')}&nonce={quote(nonce, safe='')}&code_challenge={quote(code_challenge, safe='')}"
+        fresh = f"state={_query_value(state)}&nonce={_query_value(nonce)}&code_challenge={_query_value(code_challenge)}"
         return f"{base}&{fresh}&code_challenge_method=S256"
 
     def _authorize_base(self, redirect_uri: str) -> str:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.responses import error_response, forbidden_response, is_navigation, wants_html
+from gateway.responses import error_response, forbidden_response, is_navigation, redirect, wants_html
 
 from .factories import identity, request
 
@@ -111,3 +111,22 @@ def test_forbidden_for_api_clients_names_the_user_and_groups() -> None:
 def test_forbidden_without_an_identity_offers_no_sign_out() -> None:
     page = forbidden_response(accepting(BROWSER), "Closed.", None).text or ""
     assert "sign_out" not in page and "Signed in as" not in page
+
+
+@pytest.mark.parametrize(
+    ("location", "sent"),
+    [
+        ("/a b", "/a%20b"),
+        ("/x\r\nSet-Cookie: y=1", "/x%0D%0ASet-Cookie:%20y=1"),
+        ("/caf\u00e9", "/caf%C3%A9"),
+        ("/\u2028", "/%E2%80%A8"),
+        ("/tab\there", "/tab%09here"),
+    ],
+)
+def test_a_location_is_sent_as_printable_ascii(location: str, sent: str) -> None:
+    assert redirect(location).headers["Location"] == sent
+
+
+def test_a_printable_location_is_sent_as_it_is_escapes_included() -> None:
+    location = "https://idp.example/authorize?state=a-_b&rd=%2Fx%3Fy%3D1&q=~!$'()*+,;:@"
+    assert redirect(location).headers["Location"] == location
