@@ -128,5 +128,5 @@ class LoginStates:
             attempt = LoginAttempt(**json.loads(plain))
         except (InvalidToken, ValueError, TypeError, UnicodeEncodeError):
             return None
-        # SECURITY: the login timeout is enforced on the injected clock too, not only by Fernet's wall-clock TTL.
+        # SECURITY: the login timeout is also enforced on the attempt's own start time, not only on the sealed-at time.
         return attempt if self._clock() - attempt.started_at < self._timeout else None

@@ -2,9 +2,9 @@
 as mod_auth_openidc's ``OIDCPreservePost`` does, so an expired session never loses what someone typed.
 
 1. ``keep``: the POST (``application/x-www-form-urlencoded``, from a browser, same-origin, at most
-   GATEWAY_PRESERVE_POST_LIMIT bytes) is sealed (Fernet, its own key purpose, bound to the new sign-in's state) and
-   handed to the browser in a small page that puts it in ``sessionStorage`` and goes on to the IdP. 64 KiB does not
-   fit in a cookie, and the gateway keeps no server-side state in cookie mode.
+   GATEWAY_PRESERVE_POST_LIMIT bytes) is sealed (``crypto.Sealer``, its own key purpose, bound to the new sign-in's
+   state) and handed to the browser in a small page that puts it in ``sessionStorage`` and goes on to the IdP.
+   64 KiB does not fit in a cookie, and the gateway keeps no server-side state in cookie mode.
 2. The callback of that sign-in answers with ``resume_page``: it posts the sealed form to ``/oauth2/post_restore``
    and sets a one-time cookie with the sign-in's state.
 3. ``restore`` opens the form only with that cookie (single use, expiring with the login state) and answers with

@@ -1,7 +1,8 @@
 """Where sessions live, behind one interface: ``load`` / ``persist`` / ``delete`` / ``lock``.
 
-``CookieBackend`` keeps nothing on the server: the cookie's value *is* the session, sealed (Fernet) under the
-session secret, so any replica with the secret reads any session and the gateway scales out with no shared state.
+``CookieBackend`` keeps nothing on the server: the cookie's value *is* the session, sealed (``crypto.Sealer``) under
+the session secret, so any replica with the secret reads any session and the gateway scales out with no shared
+state.
 ``session_redis.RedisBackend`` keeps the sealed session in Redis and only an opaque id in the cookie, for instant
 revocation and a refresh lock across replicas. Expiry, staleness and the cookie itself are the session manager's
 (``session_manager``) and the cookie codec's (``session_cookies``), written once for both.
