@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -73,6 +74,9 @@ class LoginStates:
         self._timeout = settings.login_timeout
         self._sealer = Sealer(settings.keys, LOGIN_PURPOSE, clock)
         self._prefix = f"{settings.cookie_name}_login_"
+        # Only names this class writes are looked at: another cookie that merely starts with the prefix (a name
+        # with ":" or "{", which a Set-Cookie cannot even name) is not ours to open or expire.
+        self._ours = re.compile(re.escape(self._prefix) + "[0-9a-f]{16}")
         self._attributes = CookieAttributes.for_login(settings)
         self._clock = clock
 
@@ -86,7 +90,7 @@ class LoginStates:
         """Store ``attempt`` in its cookie and expire the oldest pending ones beyond the bound."""
         pending: list[tuple[float, str]] = []
         cookies = request_cookies(request)
-        names = [name for name in cookies if name.startswith(self._prefix)]
+        names = [name for name in cookies if self._ours.fullmatch(name)]
         for index, name in enumerate(names):
             existing = self._open(cookies[name]) if index < _MAX_INSPECTED else None
             if existing is None:
@@ -118,7 +122,7 @@ class LoginStates:
 
     def clear_all(self, request: web.Request, response: web.StreamResponse) -> None:
         for name in request_cookies(request):
-            if name.startswith(self._prefix):
+            if self._ours.fullmatch(name):
                 self._attributes.expire(response, name)
 
     def _open(self, value: str) -> LoginAttempt | None:

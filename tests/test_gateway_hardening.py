@@ -165,6 +165,17 @@ async def test_two_session_cookies_of_one_name_are_no_session(hard: Stack) -> No
                 assert response.status == expected, cookie_lines
 
 
+@pytest.mark.parametrize("odd", ["a{b", "a:b", "a/b", "a[b]", "a@b", "A" * 16])
+async def test_a_cookie_that_only_looks_like_login_state_changes_nothing(hard: Stack, odd: str) -> None:
+    """A name no Set-Cookie can carry (a "{" or "/") is not the gateway's: the sign-in redirect goes out as usual."""
+    headers = {"Accept": "text/html", "Cookie": f"_cognito_gateway_login_{odd}=x; _cognito_gateway={odd}"}
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{hard.url}/page", headers=headers, allow_redirects=False) as response:
+            assert response.status == 302, await response.text()
+            written = response.headers.getall("Set-Cookie")
+    assert len(written) == 1 and written[0].startswith("_cognito_gateway_login_") and odd not in written[0]
+
+
 async def test_a_session_from_a_sibling_deployment_with_the_same_secret_is_refused(hard: Stack) -> None:
     import time
 

@@ -190,3 +190,18 @@ def test_the_sealed_form_holds_every_field_of_the_attempt() -> None:
     attempt = LoginAttempt.new("/p?q=1", 1_000.5, post=True)
     assert json.loads(attempt.to_json()) == dataclasses.asdict(attempt)
     assert LoginAttempt(**json.loads(attempt.to_json())) == attempt
+
+
+ODD_NAMES = [f"{PREFIX}a:b", f"{PREFIX}a{{b", f"{PREFIX}a[b]", f"{PREFIX}a/b", f"{PREFIX}0123456789ABCDEF", f"{PREFIX}"]
+
+
+def test_cookies_that_only_share_the_prefix_are_not_ours_to_open_or_expire(clock: FakeClock) -> None:
+    """A Set-Cookie cannot even name some of them (":" or "{" is no token character): touching one would fail."""
+    states = LoginStates(session_settings(), clock)
+    browser = dict.fromkeys(ODD_NAMES, "x")
+    attempt = states.new("/")
+    written = set_cookies(remembered(states, attempt, browser))
+    assert list(written) == [states.cookie_name(attempt.state)]
+    cleared = web.Response()
+    states.clear_all(request(cookies=browser), cleared)
+    assert "Set-Cookie" not in cleared.headers
