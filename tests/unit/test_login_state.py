@@ -50,6 +50,10 @@ def test_each_attempt_is_fresh_and_its_challenge_is_s256_of_its_verifier(clock: 
     digest = hashlib.sha256(first.verifier.encode()).digest()
     assert first.code_challenge == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
     assert 43 <= len(first.verifier) <= 128
+    urlsafe = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    for value in (first.state, first.nonce, first.verifier):
+        assert set(value) <= urlsafe and len(base64.urlsafe_b64decode(value)) >= 32, "256 random bits or more"
+    assert len({first.state[:8], first.nonce[:8], first.verifier[:8]}) == 3, "three different values"
 
 
 def test_the_cookie_is_named_after_its_state_and_holds_no_plain_state(clock: FakeClock) -> None:
