@@ -9,7 +9,8 @@ A sealed value is ``base64url(version ‖ sealed-at ‖ nonce ‖ AES-256-GCM-SI
 authenticated as associated data. AES-GCM-SIV (RFC 8452) is one call into ``cryptography`` per value, where
 Fernet is a dozen Python-level objects (CBC, a Python padder, HMAC) on every sign-in redirect and every
 authenticated request; and unlike plain GCM, a repeated random nonce never exposes the key, whatever number of
-values anyone makes the gateway seal. Values sealed by Fernet (earlier releases) still open, once, as stale.
+values anyone makes the gateway seal. Values sealed by Fernet (releases before this format) still open, as stale,
+so they are rewritten on first use; reading them goes in a later release.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
@@ -47,8 +48,14 @@ class Sealer:
     """Authenticated encryption under the first secret; opening under any of them."""
 
     def __init__(self, secrets: tuple[bytes, ...], purpose: bytes, clock: Callable[[], float] = time.time) -> None:
-        # SECURITY: a key of its own for the AEAD format (never the Fernet key reused under another algorithm).
-        self._ciphers = [AESGCMSIV(_derive(secret, purpose + b" aes-gcm-siv")) for secret in secrets]
+        try:
+            # SECURITY: a key of its own for the AEAD format (never the Fernet key reused under another algorithm).
+            self._ciphers = [AESGCMSIV(_derive(secret, purpose + b" aes-gcm-siv")) for secret in secrets]
+        except UnsupportedAlgorithm as exc:
+            raise RuntimeError(
+                "AES-GCM-SIV is not available: cryptography must be built with OpenSSL 3.2 or later (its PyPI "
+                "wheels are; a FIPS-only OpenSSL has no AES-GCM-SIV)"
+            ) from exc
         self._legacy = MultiFernet([Fernet(base64.urlsafe_b64encode(_derive(secret, purpose))) for secret in secrets])
         self._clock = clock
 
@@ -66,6 +73,9 @@ class Sealer:
             raw = base64.urlsafe_b64decode(padded)
         except (binascii.Error, ValueError):
             raise InvalidToken from None
+        # SECURITY: one spelling per value: the decoder skips stray characters and takes "+" and "/" for "-" and "_".
+        if base64.urlsafe_b64encode(raw) != padded:
+            raise InvalidToken
         if raw[:1] == b"\x80":
             return self._legacy.decrypt(padded, ttl=ttl), True
         if len(raw) < _HEADER.size + _NONCE + _TAG or raw[0] != VERSION:
@@ -85,7 +95,10 @@ class Sealer:
         raise InvalidToken
 
     def _check_age(self, sealed_at: int, ttl: int | None) -> None:
+        """As Fernet checks a TTL: only when one is given (Redis copies expire in Redis, whatever a clock says)."""
+        if ttl is None:
+            return
         now = self._clock()
-        # SECURITY: a value from the future is refused as Fernet does (beyond the skew), so a TTL cannot be stretched.
-        if sealed_at > now + MAX_CLOCK_SKEW or (ttl is not None and now - sealed_at > ttl):
+        # SECURITY: a value from beyond the skew in the future is refused, so that its TTL cannot be stretched.
+        if sealed_at > now + MAX_CLOCK_SKEW or now - sealed_at > ttl:
             raise InvalidToken

@@ -15,6 +15,7 @@ Anything else (JSON, multipart, larger bodies, cross-site posts) gets the usual 
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import json
 import secrets
@@ -90,7 +91,13 @@ async def keep(request: web.Request) -> web.Response:
 
 
 def _sealer(request: web.Request) -> Sealer:
-    return Sealer(request.app[SETTINGS].session.keys, POST_PURPOSE)
+    return _sealer_for(request.app[SETTINGS].session.keys)
+
+
+@functools.lru_cache(maxsize=8)
+def _sealer_for(keys: tuple[bytes, ...]) -> Sealer:
+    """Built once per set of secrets: deriving the keys (HKDF per secret and format) is not per-request work."""
+    return Sealer(keys, POST_PURPOSE)
 
 
 def resume_page(request: web.Request, attempt: LoginAttempt) -> web.Response:

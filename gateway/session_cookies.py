@@ -60,8 +60,7 @@ class CookieAttributes:
         is written from ``on_response_prepare``, after aiohttp has turned ``response.cookies`` into headers)."""
         headers = response.headers
         line = self.header(name, value, max_age=max_age, expires=expires)
-        if SET_COOKIE in headers:
-            _drop_set_cookie(headers, name)
+        _drop_set_cookie(headers, name)
         headers.add(SET_COOKIE, line)
 
     def header(self, name: str, value: str, *, max_age: int, expires: str | None = None) -> str:
@@ -98,7 +97,12 @@ def _attributes(attributes: CookieAttributes, max_age: int, expires: str | None)
 
 
 def _drop_set_cookie(headers: CIMultiDict[str], name: str) -> None:
-    kept = [line for line in headers.getall(SET_COOKIE) if not line.startswith(name + "=")]
+    """Remove a Set-Cookie of ``name`` (the last one set wins, as with ``response.cookies``); the others stay as
+    they were, in their order: an upstream's own cookies included."""
+    lines = headers.getall(SET_COOKIE, ())
+    if not any(line.startswith(name + "=") for line in lines):
+        return
+    kept = [line for line in lines if not line.startswith(name + "=")]
     del headers[SET_COOKIE]
     for line in kept:
         headers.add(SET_COOKIE, line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import secrets
 from collections.abc import Iterable, Mapping
@@ -10,6 +11,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.config import ProviderSettings, SessionSettings
 from gateway.identity import Identity
@@ -104,3 +108,9 @@ def set_cookies(response: web.StreamResponse) -> dict[str, Morsel[str]]:
 
 def expired(morsel: Morsel[str]) -> bool:
     return morsel["max-age"] == "0" and morsel.value == ""
+
+
+def legacy_fernet(secret: bytes, purpose: bytes) -> Fernet:
+    """The key releases before the AES-GCM-SIV format sealed with: HKDF-SHA256 of the secret, the purpose as info."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
+    return Fernet(base64.urlsafe_b64encode(key))

@@ -6,13 +6,11 @@ from __future__ import annotations
 import base64
 
 import pytest
-from cryptography.fernet import Fernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.crypto import LOGIN_PURPOSE, MAX_CLOCK_SKEW, SESSION_PURPOSE, InvalidToken, Sealer
 
 from ..support import FakeClock
+from .factories import legacy_fernet
 
 OURS, OLDER = b"o" * 32, b"p" * 32
 
@@ -87,15 +85,32 @@ def test_a_value_from_beyond_the_clock_skew_is_refused() -> None:
     assert sealer(FakeClock(1_700_000_002)).open(sealer(FakeClock(1_700_000_060)).seal(b"p"))[0] == b"p"
 
 
-def legacy_fernet(secret: bytes, purpose: bytes) -> Fernet:
-    """The key earlier releases sealed with: HKDF-SHA256 of the secret, the purpose as info."""
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def test_a_fernet_value_of_an_earlier_release_opens_once_as_stale() -> None:
     legacy = legacy_fernet(OURS, SESSION_PURPOSE).encrypt(b"payload")
     assert sealer(FakeClock()).open(legacy) == (b"payload", True)
     assert sealer(FakeClock()).open(legacy.rstrip(b"=")) == (b"payload", True), "cookies carry it unpadded"
     with pytest.raises(InvalidToken):
         sealer(FakeClock(), purpose=LOGIN_PURPOSE).open(legacy)
+
+
+def test_without_a_ttl_a_value_from_a_clock_ahead_still_opens() -> None:
+    """Redis copies carry no TTL here (Redis expires them): a replica whose clock runs ahead signs nobody out."""
+    token = sealer(FakeClock(1_700_000_000 + 3600)).seal(b"payload")
+    assert sealer(FakeClock(1_700_000_000)).open(token) == (b"payload", False)
+
+
+def test_a_value_has_one_spelling() -> None:
+    """The decoder would skip stray characters and read "+" "/" as "-" "_": such variants are refused."""
+    token = sealer(FakeClock()).seal(b"payload" * 9).decode()
+    variants = [token[:10] + "!" + token[10:], token + "====", token.replace("-", "+").replace("_", "/"), " " + token]
+    variants = [v for v in variants if v != token]
+    assert len(variants) >= 3
+    for variant in variants:
+        with pytest.raises(InvalidToken):
+            sealer(FakeClock()).open(variant.encode())
+
+
+def test_a_fernet_value_older_than_the_ttl_is_refused() -> None:
+    legacy = legacy_fernet(OURS, SESSION_PURPOSE).encrypt_at_time(b"payload", 1_000_000_000)
+    with pytest.raises(InvalidToken):
+        sealer(FakeClock()).open(legacy, ttl=3600)

@@ -4,10 +4,12 @@ RedisBackend on a real redis-server; then what only one of them does."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from gateway.crypto import SESSION_PURPOSE
 from gateway.errors import StoreUnavailable
 from gateway.session_backends import CookieBackend, SessionBackend
 from gateway.session_redis import RedisBackend
@@ -15,7 +17,7 @@ from gateway.user_session import UserSession
 
 from ..cluster import RedisServer
 from ..support import FakeClock, free_port
-from .factories import identity, new_key, session_settings, user_session
+from .factories import identity, legacy_fernet, new_key, session_settings, user_session
 
 Make = Callable[..., Awaitable[SessionBackend]]
 
@@ -148,6 +150,36 @@ async def test_the_cookie_backend_keeps_nothing_so_delete_cannot_revoke_a_copy(c
     persisted, value = await stored(backend, user_session(clock()))
     await backend.delete(persisted)
     assert await backend.load(value) is not None
+
+
+async def test_a_fernet_cookie_of_an_earlier_release_loads_stale_so_it_is_rewritten(clock: FakeClock) -> None:
+    settings = session_settings()
+    backend = CookieBackend(settings)
+    session = user_session(clock())
+    legacy = legacy_fernet(settings.keys[0], SESSION_PURPOSE).encrypt(json.dumps(session.to_dict()).encode())
+    loaded = await backend.load(legacy.decode().rstrip("="))  # as the cookie carried it: unpadded
+    assert loaded is not None and loaded.stale and same(loaded.session, session)
+    rewritten = await backend.load(backend.cookie_value(loaded.session))
+    assert rewritten is not None and not rewritten.stale
+
+
+async def test_a_fernet_copy_in_redis_loads_stale_and_is_stored_again_in_the_new_format(
+    redis_server: RedisServer, clock: FakeClock
+) -> None:
+    redis_server.cli("FLUSHALL")
+    settings = session_settings(store="redis", redis_url=redis_server.url)
+    backend = RedisBackend(settings, clock)
+    try:
+        persisted, value = await stored(backend, user_session(clock()))
+        [session_key] = redis_server.cli("KEYS", "*:session:*").split()
+        legacy = legacy_fernet(settings.keys[0], SESSION_PURPOSE).encrypt(json.dumps(persisted.to_dict()).encode())
+        redis_server.cli("SET", session_key, legacy.decode())
+        loaded = await backend.load(value)
+        assert loaded is not None and loaded.stale and same(loaded.session, persisted)
+        await backend.persist(loaded.session)
+        assert redis_server.cli("GET", session_key).startswith("Ag")
+    finally:
+        await backend.close()
 
 
 # The Redis backend only ------------------------------------------------------------------------------------------

@@ -148,6 +148,21 @@ def test_setting_a_cookie_twice_in_one_response_keeps_only_the_last() -> None:
     assert lines[0] == "app=1; Path=/" and [line.split(";")[0] for line in lines] == ["app=1", f"{COOKIE}=new"]
 
 
+def test_an_upstreams_own_cookies_stay_as_they_were_when_the_session_is_written() -> None:
+    response = web.Response(headers={"Content-Type": "text/plain"})
+    response.headers.add("Set-Cookie", "app=1; Path=/")
+    response.headers.add("X-App", "a")
+    response.headers.add("Set-Cookie", "theme=dark")
+    SessionCookies(session_settings()).write(request(), response, "v", max_age=60)
+    assert list(response.headers.items())[:4] == [
+        ("Content-Type", "text/plain"),
+        ("Set-Cookie", "app=1; Path=/"),
+        ("X-App", "a"),
+        ("Set-Cookie", "theme=dark"),
+    ]
+    assert response.headers.getall("Set-Cookie")[2].startswith(f"{COOKIE}=v;")
+
+
 def test_which_cookies_are_the_gateways() -> None:
     assert is_gateway_cookie(COOKIE, COOKIE) and is_gateway_cookie(f"{COOKIE}_1", COOKIE)
     assert is_gateway_cookie(f"{COOKIE}_login_0123", COOKIE)
