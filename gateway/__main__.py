@@ -20,15 +20,16 @@ from aiohttp import web
 from . import metrics, server, tls, workers
 from .app import create_app
 from .config import ConfigError, Settings
+from .crypto import CipherUnavailable
 
 
 def _run(settings: Settings, sock: socket.socket, *, settle: float = 0.0, parent: int | None = None) -> int:
     """Build the app in this process and serve it on ``sock`` until drained; 1 when it cannot start."""
     host, port = sock.getsockname()[:2]
-    app = create_app(settings)
     try:
+        app = create_app(settings)
         ssl_context = tls.install(app, settings)  # None unless GATEWAY_TLS_CERT_FILE is set
-    except OSError as exc:
+    except (OSError, CipherUnavailable) as exc:
         print(f"cognito-gateway: {exc}", file=sys.stderr)
         return 1
 

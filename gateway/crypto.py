@@ -31,13 +31,17 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 SESSION_PURPOSE = b"cognito-gateway session cookie v1"
 LOGIN_PURPOSE = b"cognito-gateway login state v1"
 
-__all__ = ["LOGIN_PURPOSE", "SESSION_PURPOSE", "InvalidToken", "Sealer"]
+__all__ = ["LOGIN_PURPOSE", "SESSION_PURPOSE", "CipherUnavailable", "InvalidToken", "Sealer"]
 
 VERSION = 0x02  # Fernet's tokens begin with 0x80
 _HEADER = struct.Struct(">BQ")  # version, sealed-at (Unix seconds)
 _NONCE = 12
 _TAG = 16
 MAX_CLOCK_SKEW = 60  # seconds a value's time may be ahead of ours (another worker's clock), as Fernet allows
+
+
+class CipherUnavailable(RuntimeError):
+    """This ``cryptography`` has no AES-GCM-SIV (built against an OpenSSL before 3.2, or a FIPS-only one)."""
 
 
 def _derive(secret: bytes, info: bytes) -> bytes:
@@ -52,7 +56,7 @@ class Sealer:
             # SECURITY: a key of its own for the AEAD format (never the Fernet key reused under another algorithm).
             self._ciphers = [AESGCMSIV(_derive(secret, purpose + b" aes-gcm-siv")) for secret in secrets]
         except UnsupportedAlgorithm as exc:
-            raise RuntimeError(
+            raise CipherUnavailable(
                 "AES-GCM-SIV is not available: cryptography must be built with OpenSSL 3.2 or later (its PyPI "
                 "wheels are; a FIPS-only OpenSSL has no AES-GCM-SIV)"
             ) from exc

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 
 import pytest
+from cryptography.exceptions import UnsupportedAlgorithm
 
-from gateway.crypto import LOGIN_PURPOSE, MAX_CLOCK_SKEW, SESSION_PURPOSE, InvalidToken, Sealer
+from gateway import crypto
+from gateway.crypto import LOGIN_PURPOSE, MAX_CLOCK_SKEW, SESSION_PURPOSE, CipherUnavailable, InvalidToken, Sealer
 
 from ..support import FakeClock
 from .factories import legacy_fernet
@@ -114,3 +116,13 @@ def test_a_fernet_value_older_than_the_ttl_is_refused() -> None:
     legacy = legacy_fernet(OURS, SESSION_PURPOSE).encrypt_at_time(b"payload", 1_000_000_000)
     with pytest.raises(InvalidToken):
         sealer(FakeClock()).open(legacy, ttl=3600)
+
+
+def test_a_cryptography_without_aes_gcm_siv_is_named_as_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Missing:
+        def __init__(self, key: bytes) -> None:
+            raise UnsupportedAlgorithm("AES-GCM-SIV is not supported by this version of OpenSSL")
+
+    monkeypatch.setattr(crypto, "AESGCMSIV", Missing)
+    with pytest.raises(CipherUnavailable, match=r"OpenSSL 3\.2 or later"):
+        Sealer((OURS,), SESSION_PURPOSE)
