@@ -535,9 +535,12 @@ class _Parser(EnvReader):
         return tuple(routes)
 
     def upstream(self) -> UpstreamSettings | None:
+        reported = len(self.problems)
         routes = self.upstream_routes()
         raw = self.raw("GATEWAY_UPSTREAM")
-        if raw is None and not routes and "GATEWAY_UPSTREAMS" not in self.env:
+        # Required unless GATEWAY_UPSTREAMS gave routes, or was already reported as bad (one report per mistake);
+        # an empty GATEWAY_UPSTREAMS gives no routes and no report, so it still needs GATEWAY_UPSTREAM.
+        if raw is None and not routes and len(self.problems) == reported:
             raw = self.required("GATEWAY_UPSTREAM", "the URL of the app to protect (or GATEWAY_UPSTREAMS)")
         url = self.url("GATEWAY_UPSTREAM", raw)
         connect_timeout = self.duration("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5)

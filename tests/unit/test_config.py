@@ -309,6 +309,13 @@ def test_gateway_upstreams_may_stand_in_for_gateway_upstream() -> None:
         Settings.from_env(env)
 
 
+@pytest.mark.parametrize("empty", ["", "  ", " ; "])
+def test_an_empty_gateway_upstreams_still_needs_gateway_upstream(empty: str) -> None:
+    env = {k: v for k, v in MINIMAL.items() if k != "GATEWAY_UPSTREAM"}
+    with pytest.raises(ConfigError, match="GATEWAY_UPSTREAM: required"):
+        Settings.from_env({**env, "GATEWAY_UPSTREAMS": empty})
+
+
 def test_rules_and_public_paths_build_one_table() -> None:
     rules = Settings.from_env(
         {
