@@ -27,6 +27,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class PayloadTooLarge(GatewayError):
     status = 413
     title = "Request too large"
+    outcome = "http_error"  # as the connection guard's 413 for a declared Content-Length
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"The request body is larger than {limit} bytes.", code="body_too_large")

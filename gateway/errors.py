@@ -25,6 +25,9 @@ from __future__ import annotations
 class GatewayError(Exception):
     status = 500
     title = "Something went wrong"
+    # The ``outcome`` label of gateway_requests_total, for an error whose class observe.py does not know (one
+    # defined beside the code that raises it); None: "error".
+    outcome: str | None = None
 
     def __init__(self, message: str, *, code: str = "server_error") -> None:
         super().__init__(message)

@@ -104,7 +104,7 @@ def outcome_of(exc: BaseException, *, redirected: bool = False) -> Outcome:
     if isinstance(exc, TokenRejected):
         return Outcome("sign_in_failed", exc.error if exc.error in _TOKEN_ERRORS else "token_rejected")
     if isinstance(exc, GatewayError):
-        name = next((name for kind, name in _ERROR_OUTCOMES if isinstance(exc, kind)), "error")
+        name = exc.outcome or next((name for kind, name in _ERROR_OUTCOMES if isinstance(exc, kind)), "error")
         return Outcome(name, exc.code)
     if isinstance(exc, web.HTTPException):
         return Outcome("http_error", f"http_{exc.status}")
@@ -158,8 +158,9 @@ def _record(request: web.Request, outcome: Outcome, status: int | None, seconds:
     if upstream is not None:  # labelled by origin: a configured upstream's, so bounded by the configuration
         metrics.upstream_answered(str(upstream.origin()), request[UPSTREAM_SECONDS])
     if route == "callback":
-        # A callback that redirects without a failure started a session; anything else is a failed sign-in.
-        if outcome is ENDPOINT and status == 302:
+        # A callback answered without a failure started a session: its redirect, or the page that resumes a kept
+        # form (200); every failure sets an outcome of its own.
+        if outcome is ENDPOINT and status is not None and status < 400:
             metrics.signed_in()
         else:
             metrics.sign_in_failed(outcome.reason or outcome.name)

@@ -54,6 +54,7 @@ class UpstreamRefusedWebSocket(GatewayError):
     """The upstream answered the handshake with a 4xx: relayed with that status, so the app's "no" stays a no."""
 
     title = "WebSocket refused"
+    outcome = "proxied"  # the upstream answered: its refusal is relayed, as any other answer of its
 
     def __init__(self, status: int) -> None:
         super().__init__(f"The application refused the WebSocket connection (HTTP {status}).", code="websocket_refused")
@@ -65,6 +66,7 @@ class OriginRefused(GatewayError):
 
     status = 403
     title = "Origin not allowed"
+    outcome = "forbidden"
 
     def __init__(self) -> None:
         super().__init__("This WebSocket was opened from a page of another site.", code="origin_not_allowed")

@@ -4,7 +4,9 @@ processes (prometheus_client's multiprocess mode), and configured with the usual
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import metrics, observe
+from gateway.bodies import PayloadTooLarge
 from gateway.config import ConfigError, Settings
 from gateway.errors import (
     BadRequest,
@@ -32,9 +35,10 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.websocket_proxy import OriginRefused, UpstreamRefusedWebSocket
 
 from .cluster import RedisServer
-from .stack import Stack, browse_and_sign_in
+from .stack import HTML, Stack, browse_and_sign_in
 from .support import ROOT, CapturedProcess, free_port, new_browser
 from .unit.test_config import MINIMAL
 
@@ -111,6 +115,25 @@ async def test_requests_are_counted_by_outcome(observed: tuple[Stack, int, int])
     assert moved(before, after, requests, route="proxy", outcome="upstream_unavailable", status="5xx") == 1
     assert moved(before, after, requests, route="proxy", outcome="forbidden", status="4xx") == 1
     assert moved(before, after, "gateway_sign_ins_total") == 2
+
+
+async def test_a_sign_in_that_resumes_a_kept_form_counts_as_a_sign_in(observed: tuple[Stack, int, int]) -> None:
+    stack, port, _ = observed
+    before = scrape(port)
+    form = {"Content-Type": "application/x-www-form-urlencoded", **HTML}
+    async with new_browser() as browser:
+        async with browser.post(f"{stack.url}/api/form", data="a=1", headers=form) as kept:
+            assert kept.status == 200, "the form is kept through the sign-in"
+            authorize = json.loads(re.search(r"location.replace\(([^)]+)\)", await kept.text()).group(1))
+        resumed = await browse_and_sign_in(browser, authorize)
+        assert resumed.status == 200 and "post_restore" in await resumed.text(), "the callback's resume page"
+    after = settled(port)
+    assert moved(before, after, "gateway_sign_ins_total") == 1
+    assert moved(before, after, "gateway_requests_total", route="callback", outcome="endpoint", status="2xx") == 1
+    assert not any(
+        name == "gateway_sign_in_failures_total" and moved(before, after, name, **dict(labels))
+        for name, labels in after
+    )
 
 
 async def test_latency_histograms_move_for_the_request_and_its_upstream_part(
@@ -457,6 +480,9 @@ def test_prepare_refuses_to_come_after_prometheus_client() -> None:
         (UpstreamUnavailable(), "upstream_unavailable", "upstream_unavailable"),
         (UpstreamTimeout(), "upstream_timeout", "upstream_timeout"),
         (aiohttp.web.HTTPNotFound(), "http_error", "http_404"),
+        (OriginRefused(), "forbidden", "origin_not_allowed"),
+        (PayloadTooLarge(10), "http_error", "body_too_large"),
+        (UpstreamRefusedWebSocket(403), "proxied", "websocket_refused"),
         (ValueError("unexpected"), "error", "server_error"),
     ],
 )
