@@ -117,6 +117,9 @@ class SessionManager:
                 return None
             if isinstance(outcome, UserSession):
                 session, changed = outcome, True
+                if not self._fits(session):  # a refresh brought more groups, or a longer token, than cookies hold
+                    request[PENDING] = CLEAR
+                    raise _too_large()
         if now - session.last_seen >= self._settings.touch_interval:
             session, changed, persist = dataclasses.replace(session, last_seen=int(now)), True, True
         if persist:
@@ -140,13 +143,8 @@ class SessionManager:
             audience=self._audience,
         )
         session = await self.backend.persist(session)
-        if not self.cookies.fits(self.backend.cookie_value(session)):
-            log.warning("the session of %r does not fit in cookies; use the Redis store", session.username)
-            raise SignInFailed(
-                "Your account carries more information (such as group memberships) than fits in browser cookies. "
-                "The operator can switch this gateway to the Redis session store (GATEWAY_SESSION_STORE=redis).",
-                code="session_too_large",
-            )
+        if not self._fits(session):
+            raise _too_large()
         request[PENDING] = session
         return session
 
@@ -197,6 +195,12 @@ class SessionManager:
             metrics.session_refreshed(result.name if isinstance(result, _Outcome) else "refreshed")
             if isinstance(result, UserSession):
                 self._refreshed[key] = result
+
+    def _fits(self, session: UserSession) -> bool:
+        if self.cookies.fits(self.backend.cookie_value(session)):
+            return True
+        log.warning("the session of %r does not fit in cookies; use the Redis store", session.username)
+        return False
 
     def _identity(self, signed_in: SignedIn, identity: Identity) -> Identity:
         """The identity to keep: with the new access token when the upstream is to get it, else without any."""
@@ -253,3 +257,12 @@ class SessionManager:
         )
         log.info("refreshed the session of %r", session.username)
         return await self.backend.persist(refreshed)
+
+
+def _too_large() -> SignInFailed:
+    """The page a user gets when their session cannot be kept in cookies, at sign-in or when a refresh grew it."""
+    return SignInFailed(
+        "Your account carries more information (such as group memberships) than fits in browser cookies. "
+        "The operator can switch this gateway to the Redis session store (GATEWAY_SESSION_STORE=redis).",
+        code="session_too_large",
+    )

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.config import SessionSettings
-from gateway.errors import IdpUnavailable, InvalidToken, TokenRejected
+from gateway.errors import IdpUnavailable, InvalidToken, SignInFailed, TokenRejected
 from gateway.identity import Identity
 from gateway.oidc import OidcClient, SignedIn
 from gateway.session_backends import CookieBackend, SessionBackend
@@ -366,6 +366,32 @@ async def test_sign_in_starts_a_new_session_written_with_the_response(
     cookie = (await answered(manager, req))[COOKIE]
     assert cookie["max-age"] == str(settings.lifetime)
     assert await loaded(manager, {COOKIE: cookie.value}) == session
+
+
+MANY_GROUPS = tuple(f"team-{i:04d}-engineering-with-a-long-name" for i in range(400))  # beyond two cookies
+
+
+async def test_a_sign_in_too_large_for_cookies_gets_the_use_redis_answer(
+    manager: SessionManager, clock: FakeClock
+) -> None:
+    req = request()
+    signed_in = SignedIn(identity(groups=MANY_GROUPS), int(clock()) + TOKEN_LIFETIME, int(clock()), "refresh-token")
+    with pytest.raises(SignInFailed) as refused:
+        await manager.start(req, signed_in)
+    assert refused.value.code == "session_too_large" and PENDING not in req
+
+
+async def test_a_refresh_that_grows_the_session_beyond_cookies_ends_it_with_the_use_redis_answer(
+    manager: SessionManager, idp: FakeOidc, clock: FakeClock
+) -> None:
+    browser = await cookies_of(manager, user_session(clock()))
+    idp.identity = identity(groups=MANY_GROUPS)
+    clock.advance(TOKEN_LIFETIME)
+    req = request(cookies=browser)
+    with pytest.raises(SignInFailed) as refused:
+        await manager.current(req)
+    assert refused.value.code == "session_too_large"
+    assert req[PENDING] is CLEAR and expired((await answered(manager, req))[COOKIE]), "no cookie it cannot hold"
 
 
 async def test_sign_out_clears_the_cookie(manager: SessionManager, clock: FakeClock) -> None:
