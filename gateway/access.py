@@ -26,12 +26,20 @@ KINDS = ("public", "authenticated", "deny", "group", "email-domain", "scope")
 _WITH_VALUES = ("group", "email-domain", "scope")
 
 
+def email_domains(values: Iterable[str]) -> frozenset[str]:
+    """E-mail domains as compared: lower case, without a leading ``@``; ``*`` (oauth2-proxy's ``--email-domain=*``)
+    means any, which is no domain check at all (the empty set)."""
+    domains = frozenset(value.strip().lower().lstrip("@") for value in values if value.strip())
+    return frozenset() if "*" in domains else domains
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     kind: str
     groups: frozenset[str] = frozenset()
     email_domains: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
+    emails: frozenset[str] = frozenset()  # verified addresses, lower case (forward auth's ?allowed_emails=)
 
     @classmethod
     def parse(cls, text: str) -> Policy:
@@ -46,7 +54,7 @@ class Policy:
         if kind == "group":
             return cls(kind, groups=names)
         if kind == "email-domain":
-            return cls(kind, email_domains=frozenset(n.lower() for n in names))
+            return cls(kind, email_domains=email_domains(names))
         return cls(kind, scopes=names) if kind == "scope" else cls(kind)
 
     @property
@@ -67,6 +75,9 @@ class Policy:
             raise Forbidden("You are signed in, but not in a group this page is open to.")
         if self.email_domains and identity.email_domain not in self.email_domains:
             raise Forbidden("You are signed in, but your e-mail domain is not allowed here.")
+        # SECURITY: only a verified address counts, as for the domain check (anyone can type an address at sign-up).
+        if self.emails and (identity.verified_email or "").lower() not in self.emails:
+            raise Forbidden("You are signed in, but your e-mail address is not allowed here.")
 
 
 def parse_rules(text: str) -> tuple[Entry[Policy], ...]:

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from yarl import URL
 
-from .access import AccessRules, parse_paths, parse_rules
+from .access import AccessRules, email_domains, parse_paths, parse_rules
 from .env_reader import EnvReader, parse_size
 from .identity import ClaimNames
 from .origins import serialized_origin
@@ -438,9 +438,7 @@ class _Parser(EnvReader):
             public_paths=public_paths,
             rules=rules,
             allowed_groups=self.listed("GATEWAY_ALLOWED_GROUPS"),
-            allowed_email_domains=frozenset(
-                d.lower().lstrip("@") for d in self.listed("GATEWAY_ALLOWED_EMAIL_DOMAINS")
-            ),
+            allowed_email_domains=email_domains(self.listed("GATEWAY_ALLOWED_EMAIL_DOMAINS")),
         )
         return AccessSettings(
             rules=table,

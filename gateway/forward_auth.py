@@ -6,7 +6,7 @@ The decision is made on the *original* request, which the front proxy describes 
 ``-Method``, ``-Host`` (Caddy, Traefik) or ``X-Original-URL`` / ``-Method`` (nginx). Those headers are believed only
 from GATEWAY_TRUSTED_PROXIES; from anyone else they are ignored and the global rule applies, as if the path matched
 no rule, so a client cannot name a public path to get a yes for a protected one. ``?allowed_groups=`` and
-``?allowed_email_domains=`` narrow the decision per location, as oauth2-proxy's do.
+``?allowed_email_domains=`` and ``?allowed_emails=`` narrow the decision per location, as oauth2-proxy's do.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .access import Policy
+from .access import Policy, email_domains
 from .appkeys import IDENTIFY, SETTINGS
 from .errors import BadRequest, NeedsSignIn
 from .headers import claim_values, header_value
@@ -37,13 +37,18 @@ def _original(request: web.Request) -> tuple[str, str, CIMultiDictProxy[str]]:
     return method.upper(), raw_path, CIMultiDictProxy(original)
 
 
+def _listed(request: web.Request, name: str) -> list[str]:
+    return [value.strip() for value in request.query.get(name, "").split(",") if value.strip()]
+
+
 def _narrowing(request: web.Request) -> Policy | None:
-    groups = frozenset(g.strip() for g in request.query.get("allowed_groups", "").split(",") if g.strip())
-    domains = request.query.get("allowed_email_domains", "").split(",")
-    email_domains = frozenset(d.strip().lower().lstrip("@") for d in domains if d.strip())
-    if not groups and not email_domains:
+    """oauth2-proxy's per-location narrowing: every list given must admit the user (groups: any one of them)."""
+    groups = frozenset(_listed(request, "allowed_groups"))
+    domains = email_domains(_listed(request, "allowed_email_domains"))
+    emails = frozenset(email.lower() for email in _listed(request, "allowed_emails"))
+    if not groups and not domains and not emails:
         return None
-    return Policy("authenticated", groups=groups, email_domains=email_domains)
+    return Policy("authenticated", groups=groups, email_domains=domains, emails=emails)
 
 
 _AUTH_REQUEST_NAMES = {

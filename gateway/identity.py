@@ -59,9 +59,14 @@ class Identity:
 
     @property
     def email_domain(self) -> str | None:
-        if not self.email or not self.email_verified or "@" not in self.email:
+        email = self.verified_email
+        if email is None or "@" not in email:
             return None
-        return self.email.rsplit("@", 1)[1].lower()
+        return email.rsplit("@", 1)[1].lower()
+
+    @property
+    def verified_email(self) -> str | None:
+        return self.email if self.email and self.email_verified else None
 
 
 # Set by the identity middleware on every request: the verified identity, or None for an anonymous request on a

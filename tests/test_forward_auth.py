@@ -122,6 +122,10 @@ async def test_allowed_groups_and_domains_narrow_the_decision(direct: Stack) -> 
     assert await _auth(direct, {}, "?allowed_groups=admins", cookies) == 403
     assert await _auth(direct, {}, "?allowed_email_domains=example.com", cookies) == 202
     assert await _auth(direct, {}, "?allowed_email_domains=other.example", cookies) == 403
+    assert await _auth(direct, {}, "?allowed_email_domains=*", cookies) == 202, "oauth2-proxy's any domain"
+    assert await _auth(direct, {}, "?allowed_emails=alice@example.com,boss@example.com", cookies) == 403
+    assert await _auth(direct, {}, "?allowed_emails=alice@example.com,Bob@Example.com", cookies) == 202
+    assert await _auth(direct, {}, "?allowed_emails=bob@example.com&allowed_groups=admins", cookies) == 403, "all lists"
 
 
 async def test_x_forwarded_for_is_replaced_from_untrusted_peers(direct: Stack) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.access import AccessRules, Policy, parse_paths, parse_rules
+from gateway.access import AccessRules, Policy, email_domains, parse_paths, parse_rules
 from gateway.errors import BadRequest, Forbidden, InsufficientScope, NeedsSignIn
 from gateway.path_table import Entry as Rule
 
@@ -126,6 +126,20 @@ def test_email_domain_lets_a_verified_address_of_the_domain_through() -> None:
 def test_email_domain_refuses_others(who) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(Forbidden, match="e-mail domain"):
         Policy.parse("email-domain:example.com").check(who)
+
+
+def test_a_star_domain_is_any_domain_as_in_oauth2_proxy() -> None:
+    assert email_domains(["*"]) == email_domains(["example.com", " * "]) == frozenset()
+    assert email_domains([" @Example.COM ", "", "b.org"]) == frozenset({"example.com", "b.org"})
+    Policy.parse("email-domain:*").check(identity(email="alice@anywhere.example"))
+
+
+def test_allowed_emails_let_only_those_verified_addresses_through() -> None:
+    policy = Policy("authenticated", emails=frozenset({"alice@example.com"}))
+    policy.check(identity(email="Alice@Example.com"))
+    for who in (identity(email="bob@example.com"), identity(email="alice@example.com", email_verified=False)):
+        with pytest.raises(Forbidden, match="e-mail address"):
+            policy.check(who)
 
 
 def test_scope_lets_a_token_with_any_listed_scope_through() -> None:

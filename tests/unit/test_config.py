@@ -191,6 +191,11 @@ def test_allowed_groups_and_email_domains_make_the_global_policy() -> None:
     )
 
 
+def test_a_star_email_domain_allows_any_domain_as_oauth2_proxys_does() -> None:
+    env = {**MINIMAL, "GATEWAY_ALLOWED_EMAIL_DOMAINS": "*"}
+    assert Settings.from_env(env).access.rules.policy_for("/x") == Policy("authenticated")
+
+
 def test_api_client_ids_turn_bearer_tokens_on_for_those_clients() -> None:
     access = Settings.from_env({**MINIMAL, "GATEWAY_API_CLIENT_IDS": " app , bot ,"}).access
     assert access.api_client_ids == frozenset({"app", "bot"})
