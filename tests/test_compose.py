@@ -15,17 +15,28 @@ import pytest
 import yaml
 from yarl import URL
 
+from gateway.access import Policy
+from gateway.config import Settings
+
 from .stack import HTML, fill_form
 from .support import ROOT, CapturedProcess, new_browser
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict = COMPOSE["services"]
-_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?-)([^}]*))?\}")
 
 
 def interpolate(value: str, environ: Mapping[str, str]) -> str:
-    """Compose's ${VAR:-default} with an empty environment: what `docker compose up` uses without a .env."""
-    return _VARIABLE.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value)
+    """Compose's ${VAR:-default} (unset or empty: the default) and ${VAR-default} (unset only), as `docker compose
+    up` reads them from the environment and .env."""
+
+    def one(match: re.Match[str]) -> str:
+        name, operator, default = match.groups()
+        if name in environ and (environ[name] or operator == "-"):
+            return environ[name]
+        return default or ""
+
+    return _VARIABLE.sub(one, value)
 
 
 def image_command() -> list[str]:
@@ -40,13 +51,16 @@ def on_loopback(value: str) -> str:
     return value.replace("0.0.0.0", "127.0.0.1")
 
 
+def compose_environment(name: str, dotenv: Mapping[str, str]) -> dict[str, str]:
+    """The environment compose gives service ``name`` with ``dotenv`` as its .env file."""
+    return {key: interpolate(str(value), dotenv) for key, value in (SERVICES[name].get("environment") or {}).items()}
+
+
 def service_process(name: str) -> tuple[list[str], dict[str, str]]:
     service = SERVICES[name]
     command = service.get("command") or image_command()
     assert command[:2] == ["python", "-m"], command
-    environment = {
-        key: on_loopback(interpolate(str(value), {})) for key, value in (service.get("environment") or {}).items()
-    }
+    environment = {key: on_loopback(value) for key, value in compose_environment(name, {}).items()}
     return [on_loopback(arg) for arg in command[1:]], environment
 
 
@@ -109,6 +123,25 @@ def test_compose_environment_has_no_dangling_variables() -> None:
         _, environment = service_process(name)
         for key, value in environment.items():
             assert "${" not in value, (name, key)
+
+
+def test_a_real_pool_set_in_dotenv_as_the_readme_says_reaches_the_gateway() -> None:
+    """README, "Switching from dev_idp to a real Cognito pool": the pool id, an empty COGNITO_ISSUER and the
+    other settings in .env; the gateway must then use the pool's issuer, not dev_idp's."""
+    dotenv = {
+        "COGNITO_USER_POOL_ID": "eu-west-1_AbC123xyz",
+        "COGNITO_ISSUER": "",
+        "COGNITO_DOMAIN": "https://my-prefix.auth.eu-west-1.amazoncognito.com",
+        "COGNITO_CLIENT_ID": "4hpg5n34kduiedr7taqipdo77h",
+        "COGNITO_CLIENT_SECRET": "client-secret-value-123",
+        "GATEWAY_SESSION_SECRET": "dnZ/js812RQDSb1Qdi0JioX6KnZx3KBKhqAh67NUdZQ=",
+        "GATEWAY_RULES": "/admin/=group:admins",
+    }
+    settings = Settings.from_env(compose_environment("gateway", dotenv))
+    assert settings.provider.issuer == "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123xyz"
+    assert settings.access.rules.policy_for("/admin/x") == Policy("group", groups=frozenset({"admins"}))
+    demo = Settings.from_env(compose_environment("gateway", {}))
+    assert demo.provider.issuer == "http://localhost:9000/local_devpool1", "without a .env: dev_idp"
 
 
 async def test_sign_in_through_the_compose_services(compose_services: dict[str, CapturedProcess]) -> None:
