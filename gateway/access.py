@@ -40,6 +40,7 @@ class Policy:
     email_domains: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     emails: frozenset[str] = frozenset()  # verified addresses, lower case (forward auth's ?allowed_emails=)
+    redirect: bool = True  # False: without an identity always a 401, never a redirect to sign in (an API endpoint)
 
     @classmethod
     def parse(cls, text: str) -> Policy:
@@ -68,7 +69,7 @@ class Policy:
         if self.kind == "deny":
             raise Forbidden("This path is closed.")
         if identity is None:
-            raise NeedsSignIn()
+            raise NeedsSignIn(redirect=self.redirect)
         if self.scopes and not self.scopes & identity.scopes:
             raise InsufficientScope(self.scopes)
         if self.groups and not self.groups.intersection(identity.groups):

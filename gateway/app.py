@@ -53,6 +53,7 @@ from .upstream_client import UpstreamClient
 log = logging.getLogger("gateway")
 
 SIGNED_IN = Policy("authenticated")
+SIGNED_IN_API = Policy("authenticated", redirect=False)  # oauth2-proxy's /oauth2/userinfo: 401 when signed out
 
 
 def _idp_http() -> aiohttp.ClientSession:
@@ -142,7 +143,7 @@ ROUTE_POLICIES: dict[str, Policy | None] = {
     "callback": None,
     "sign_in": None,
     "sign_out": None,
-    "userinfo": SIGNED_IN,
+    "userinfo": SIGNED_IN_API,
     "who_am_i": SIGNED_IN,
     "post_restore": SIGNED_IN,
     "auth": None,  # forward-auth decides on the original request itself

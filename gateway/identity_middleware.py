@@ -19,7 +19,7 @@ from multidict import CIMultiDictProxy
 
 from .access import AccessRules, Policy
 from .bearer import BearerTokens
-from .errors import InvalidBearer, StoreUnavailable
+from .errors import InvalidBearer, SignInFailed, StoreUnavailable
 from .identity import IDENTITY, Identity
 from .path_table import request_host
 from .session_manager import SESSION, SessionManager
@@ -88,7 +88,7 @@ class IdentityMiddleware:
             if token is not None and self._bearer is not None:
                 return await self._bearer.identity(token)
             session = await self._sessions.current(request)
-        except (InvalidBearer, StoreUnavailable):
+        except (InvalidBearer, StoreUnavailable, SignInFailed):  # SignInFailed: a refresh outgrew the cookies
             if policy.kind == "public":
                 return None
             raise

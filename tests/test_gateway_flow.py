@@ -46,6 +46,9 @@ async def test_userinfo(stack: Stack) -> None:
     async with new_browser() as browser:
         async with browser.get(f"{stack.url}/oauth2/userinfo") as response:
             assert response.status == 401 and (await response.json())["error"] == "unauthorized"
+        nav = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+        async with browser.get(f"{stack.url}/oauth2/userinfo", headers=nav, allow_redirects=False) as response:
+            assert response.status == 401, "oauth2-proxy's userinfo: a 401 even for a browser, never a redirect"
         await browse_and_sign_in(browser, f"{stack.url}/", "bob", "bob-password")
         async with browser.get(f"{stack.url}/oauth2/userinfo") as response:
             body = await response.json()
