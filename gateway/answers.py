@@ -97,7 +97,9 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         if exc.status < 400:
             raise
         request[OUTCOME] = outcome_of(exc)
-        return error_response(request, exc.status, exc.reason, exc.reason, code=exc.reason.lower().replace(" ", "_"))
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # a 405 says what is allowed
+        code = exc.reason.lower().replace(" ", "_")
+        return error_response(request, exc.status, exc.reason, exc.reason, code=code, headers=allow)
     except ConnectionResetError:
         raise
     except Exception:

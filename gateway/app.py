@@ -151,6 +151,8 @@ ROUTE_POLICIES: dict[str, Policy | None] = {
     "readyz": None,
     "signing_key": None,
     "jwks": None,
+    "reserved_callback": None,  # only ever a 404 or 405
+    "reserved": None,
 }
 
 
@@ -207,7 +209,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 def _routes(router: web.UrlDispatcher, settings: Settings, keys: KeyEndpoints) -> None:
     router.add_get(settings.callback_path, endpoints.callback, name="callback")
     router.add_get("/oauth2/sign_in", endpoints.sign_in, name="sign_in")
-    router.add_route("*", "/oauth2/sign_out", endpoints.sign_out, name="sign_out")
+    router.add_get("/oauth2/sign_out", endpoints.sign_out, name="sign_out")
+    router.add_post("/oauth2/sign_out", endpoints.sign_out, name="sign_out")
     router.add_get("/oauth2/userinfo", endpoints.userinfo, name="userinfo")
     router.add_get("/oauth2/", endpoints.who_am_i, name="who_am_i")
     router.add_post("/oauth2/post_restore", preserved_post.restore, name="post_restore")
@@ -216,6 +219,10 @@ def _routes(router: web.UrlDispatcher, settings: Settings, keys: KeyEndpoints) -
     router.add_get("/oauth2/readyz", health.readyz, name="readyz")
     router.add_get("/oauth2/keys/{kid}", keys.pem, name="signing_key")
     router.add_get("/oauth2/jwks.json", keys.jwks, name="jwks")
+    # The callback path and all of /oauth2/ are the gateway's, as oauth2-proxy keeps its prefix: another method
+    # there is a 405, another path a 404, never a request to the upstream.
+    router.add_route("*", settings.callback_path, endpoints.reserved, name="reserved_callback")
+    router.add_route("*", "/oauth2/{tail:.*}", endpoints.reserved, name="reserved")
     # SECURITY: no "100 Continue" from the router, before the identity middleware ran; the proxy sends it once
     # the request is let through (bodies.request_body), so a refused client is never invited to send its body.
     router.add_route("*", "/{tail:.*}", proxy.proxy, name="proxy", expect_handler=expect_later)

@@ -176,6 +176,19 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def reserved(request: web.Request) -> web.StreamResponse:
+    """A gateway path with a method it does not take (405, with ``Allow``), or a path under /oauth2/ it does not
+    serve (404): the gateway's own namespace never reaches the upstream."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name not in ("reserved", "reserved_callback", "proxy"):
+            match, methods = await resource.resolve(request)
+            allowed |= methods if match is None else set()
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+    raise web.HTTPNotFound()
+
+
 async def userinfo(request: web.Request) -> web.StreamResponse:
     return web.json_response(_identity_body(request), headers=PAGE_HEADERS)
 

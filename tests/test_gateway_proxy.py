@@ -202,3 +202,29 @@ async def test_slow_upstream_gives_504_and_the_gateway_keeps_serving(stack: Stac
                 r.release()
     finally:
         upstream.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("POST", "/oauth2/auth", 405, "GET,HEAD"),
+        ("PUT", "/oauth2/sign_out", 405, "GET,HEAD,POST"),
+        ("DELETE", "/oauth2/keys/some-kid", 405, "GET,HEAD"),
+        ("POST", "/cognito_redirect", 405, "GET,HEAD"),
+        ("GET", "/oauth2/start", 404, None),
+        ("POST", "/oauth2/callback", 404, None),
+    ],
+)
+async def test_the_gateways_own_paths_never_reach_the_upstream(
+    stack: Stack, alice: aiohttp.ClientSession, method: str, path: str, status: int, allow: str | None
+) -> None:
+    """oauth2-proxy keeps its whole /oauth2/ prefix: a method or path it does not serve there is its 405 or 404."""
+    for who, headers in ((alice, {"Accept": "application/json"}), (alice, HTML)):
+        async with who.request(method, f"{stack.url}{path}", headers=headers, allow_redirects=False) as response:
+            assert response.status == status, (method, path, await response.text())
+            assert response.headers.get("Allow") == allow
+            assert "Traceback" not in await response.text()
+    async with new_browser() as anonymous:
+        async with anonymous.request(method, f"{stack.url}{path}", allow_redirects=False) as response:
+            assert response.status == status, "no sign-in first: the answer is the same for anyone"
+    assert f"{method} {path}" not in stack.upstream.output()
