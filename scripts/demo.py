@@ -1,7 +1,9 @@
 """`make demo`: dev_idp + upstream_demo + the gateway on this machine, no Docker and no AWS.
 
-It starts the three processes with the same commands and variables that docker-compose.yml gives them, prefixes
-their output with their names, prints where to go and how to sign in, and stops them all on Ctrl-C.
+It starts the three processes with the commands docker-compose.yml gives them and its variables, plus a few of its
+own for a run on this machine (loopback listen addresses, a random session secret, and GATEWAY_API_CLIENT_IDS for
+the README's Bearer example); it prefixes their output with their names, prints where to go and how to sign in,
+and stops them all on Ctrl-C.
 """
 
 from __future__ import annotations
