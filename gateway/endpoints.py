@@ -67,10 +67,13 @@ def _same_origin_path(request: web.Request, rd: str) -> str:
     its path; any other absolute URL stays as it is and is refused by the path check."""
     if rd.startswith("/"):
         return rd
-    target, public = URL(rd, encoded=True), request.app[SETTINGS].public_url
-    if target.is_absolute() and target.origin() == public.origin():
-        return target.raw_path_qs
-    return rd
+    public = request.app[SETTINGS].public_url
+    try:
+        target = URL(rd, encoded=True)
+        same_origin = target.is_absolute() and target.origin() == public.origin()
+    except ValueError:  # not a URL yarl can read (a backslash in its authority, no scheme): refused by the path check
+        return rd
+    return target.raw_path_qs if same_origin else rd
 
 
 def _not_our_endpoint(request: web.Request, target: str) -> str:

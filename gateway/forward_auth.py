@@ -27,7 +27,10 @@ def _original(request: web.Request) -> tuple[str, str, CIMultiDictProxy[str]]:
     headers = request.headers
     url = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URL") or headers.get("X-Original-URI") or "/"
     method = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
-    target = URL(url, encoded=True)
+    try:
+        target = URL(url, encoded=True)
+    except ValueError:
+        raise BadRequest("The original request's URI is not a valid URI.", code="invalid_target") from None
     host = headers.get("X-Forwarded-Host") or target.raw_authority or headers.get("Host", "")
     raw_path = target.raw_path + (f"?{target.raw_query_string}" if target.raw_query_string else "")
     if not raw_path.startswith("/"):

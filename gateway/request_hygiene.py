@@ -15,7 +15,7 @@ from aiohttp.typedefs import Handler
 
 from .errors import BadRequest
 
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?")
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?")
 
 
 @web.middleware
@@ -27,6 +27,8 @@ async def request_hygiene(request: web.Request, handler: Handler) -> web.StreamR
     if len(hosts) > 1 or (not hosts and request.version >= (1, 1)):
         raise BadRequest("The request needs exactly one Host header.", code="invalid_host")
     # SECURITY: a Host with userinfo, spaces or several values reads differently to each server behind us.
-    if hosts and not _HOST.fullmatch(hosts[0]):
+    host = _HOST.fullmatch(hosts[0]) if hosts else None
+    # A port beyond 65535 would make every later use of request.url or request.host raise (a 500).
+    if hosts and (host is None or int(host.group(1) or 0) > 65535):
         raise BadRequest("The Host header is not a valid host name.", code="invalid_host")
     return await handler(request)

@@ -89,6 +89,12 @@ async def test_rules_are_decided_on_the_original_request(fronted: Fronted) -> No
             assert response.status == 403, "bob is refused by the group rule on /admin"
 
 
+async def test_an_original_uri_that_is_no_uri_is_a_400_not_a_500(fronted: Fronted) -> None:
+    for uri in ("//a\\b/", "http://a\\b@c/", "//[::1/x", "x y"):
+        for header in ("X-Forwarded-Uri", "X-Original-URL"):
+            assert await _auth(fronted.stack, {header: uri}) == 400, (header, uri)
+
+
 # The endpoint itself, asked directly -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

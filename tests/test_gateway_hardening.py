@@ -70,6 +70,8 @@ def upstream_saw(stack: Stack, marker: str) -> bool:
         ["Host: a.example, b.example"],
         ["Host: a.example", "Host: b.example"],
         ["Host: a.example/x"],
+        ["Host: 127.0.0.1:99999"],  # a port beyond 65535: every use of request.url would raise
+        ["Host: localhost:65536"],
         [],
     ],
 )

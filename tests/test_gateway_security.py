@@ -32,6 +32,10 @@ BAD_RD = [
     "/\r\nSet-Cookie: x=y",
     "/%0d%0aSet-Cookie:%20x=y",
     "/" + "a" * 3000,
+    "\t//evil.example",  # leading whitespace or a backslash in the authority: yarl cannot read them as URLs
+    " //evil.example",
+    "http://127.0.0.1:1\\@evil.example",
+    "http://127.0.0.1:1\\@evil.example/",
 ]
 
 
