@@ -67,10 +67,16 @@ def _same_origin_path(request: web.Request, rd: str) -> str:
     its path; any other absolute URL stays as it is and is refused by the path check."""
     if rd.startswith("/"):
         return rd
-    target, public = URL(rd, encoded=True), request.app[SETTINGS].public_url
-    if target.is_absolute() and target.origin() == public.origin():
-        return target.raw_path_qs
-    return rd
+    public = request.app[SETTINGS].public_url
+    try:
+        target = URL(rd, encoded=True)
+        same_origin = target.is_absolute() and target.origin() == public.origin()
+    except ValueError:
+        # SECURITY: what yarl cannot parse (a backslash in the authority, a bad port or IPv6 literal) or an
+        # authority without a scheme (" //evil.example" once yarl strips the space) is no URL of ours: it stays as it
+        # is and the path check refuses it with a 400, never a 500.
+        return rd
+    return target.raw_path_qs if same_origin else rd
 
 
 def _not_our_endpoint(request: web.Request, target: str) -> str:
