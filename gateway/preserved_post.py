@@ -119,7 +119,10 @@ def resume_page(request: web.Request, attempt: LoginAttempt) -> web.Response:
 async def _open(request: web.Request) -> dict[str, str]:
     if request.content_type == FORM_TYPE:
         await invite_body(request)  # the route's expect handler sent no 100 Continue (bodies.expect_later)
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (LookupError, ValueError):  # SECURITY: a charset Python has no codec for, or bytes it cannot decode
+            raise BadRequest("This form could not be restored.", code="post_not_kept") from None
     else:
         form = {}
     sealed, marker = form.get("sealed"), request_cookies(request).get(_marker(request))
