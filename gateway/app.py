@@ -207,22 +207,25 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
 
 def _routes(router: web.UrlDispatcher, settings: Settings, keys: KeyEndpoints) -> None:
-    router.add_get(settings.callback_path, endpoints.callback, name="callback")
-    router.add_get("/oauth2/sign_in", endpoints.sign_in, name="sign_in")
-    router.add_get("/oauth2/sign_out", endpoints.sign_out, name="sign_out")
-    router.add_post("/oauth2/sign_out", endpoints.sign_out, name="sign_out")
-    router.add_get("/oauth2/userinfo", endpoints.userinfo, name="userinfo")
-    router.add_get("/oauth2/", endpoints.who_am_i, name="who_am_i")
-    router.add_post("/oauth2/post_restore", preserved_post.restore, name="post_restore")
-    router.add_get("/oauth2/auth", forward_auth.auth, name="auth")
-    router.add_get("/oauth2/healthz", health.healthz, name="healthz")
-    router.add_get("/oauth2/readyz", health.readyz, name="readyz")
-    router.add_get("/oauth2/keys/{kid}", keys.pem, name="signing_key")
-    router.add_get("/oauth2/jwks.json", keys.jwks, name="jwks")
+    # SECURITY: no route answers "Expect" from aiohttp's router, before the identity middleware ran: its default
+    # handler sends "100 Continue" (inviting the body of a request about to be refused) and, for any other value,
+    # builds a 417 outside the error middleware (a non-ASCII value was a 500 with a traceback). The proxy sends the
+    # 100 once the request is let through (bodies.request_body), as post_restore does (bodies.invite_body).
+    later = {"expect_handler": expect_later}
+    router.add_get(settings.callback_path, endpoints.callback, name="callback", **later)
+    router.add_get("/oauth2/sign_in", endpoints.sign_in, name="sign_in", **later)
+    router.add_get("/oauth2/sign_out", endpoints.sign_out, name="sign_out", **later)
+    router.add_post("/oauth2/sign_out", endpoints.sign_out, name="sign_out", **later)
+    router.add_get("/oauth2/userinfo", endpoints.userinfo, name="userinfo", **later)
+    router.add_get("/oauth2/", endpoints.who_am_i, name="who_am_i", **later)
+    router.add_post("/oauth2/post_restore", preserved_post.restore, name="post_restore", **later)
+    router.add_get("/oauth2/auth", forward_auth.auth, name="auth", **later)
+    router.add_get("/oauth2/healthz", health.healthz, name="healthz", **later)
+    router.add_get("/oauth2/readyz", health.readyz, name="readyz", **later)
+    router.add_get("/oauth2/keys/{kid}", keys.pem, name="signing_key", **later)
+    router.add_get("/oauth2/jwks.json", keys.jwks, name="jwks", **later)
     # The callback path and all of /oauth2/ are the gateway's, as oauth2-proxy keeps its prefix: another method
     # there is a 405, another path a 404, never a request to the upstream.
-    router.add_route("*", settings.callback_path, endpoints.reserved, name="reserved_callback")
-    router.add_route("*", "/oauth2/{tail:.*}", endpoints.reserved, name="reserved")
-    # SECURITY: no "100 Continue" from the router, before the identity middleware ran; the proxy sends it once
-    # the request is let through (bodies.request_body), so a refused client is never invited to send its body.
-    router.add_route("*", "/{tail:.*}", proxy.proxy, name="proxy", expect_handler=expect_later)
+    router.add_route("*", settings.callback_path, endpoints.reserved, name="reserved_callback", **later)
+    router.add_route("*", "/oauth2/{tail:.*}", endpoints.reserved, name="reserved", **later)
+    router.add_route("*", "/{tail:.*}", proxy.proxy, name="proxy", **later)

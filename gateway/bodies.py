@@ -47,12 +47,17 @@ async def _bounded(content: StreamReader, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def invite_body(request: web.Request) -> None:
+    """The ``100 Continue`` a client that sent ``Expect: 100-continue`` waits for, once it has been let through."""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(CONTINUE)
+        request.writer.output_size = 0  # the response itself has not started (as aiohttp's own handler does)
+
+
 async def request_body(request: web.Request) -> StreamReader | AsyncIterator[bytes] | None:
     """The body to send upstream (None: there is none), after the ``100 Continue`` the client waits for."""
     if not request.body_exists:
         return None
-    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(CONTINUE)
-        request.writer.output_size = 0  # the response itself has not started (as aiohttp's own handler does)
+    await invite_body(request)
     limit = request.app[SETTINGS].server.max_body_size
     return request.content if limit is None else _bounded(request.content, limit)

@@ -71,7 +71,10 @@ def _same_origin_path(request: web.Request, rd: str) -> str:
     try:
         target = URL(rd, encoded=True)
         same_origin = target.is_absolute() and target.origin() == public.origin()
-    except ValueError:  # not a URL yarl can read (a backslash in its authority, no scheme): refused by the path check
+    except ValueError:
+        # SECURITY: what yarl cannot parse (a backslash in the authority, a bad port or IPv6 literal) or an
+        # authority without a scheme (" //evil.example" once yarl strips the space) is no URL of ours: it stays as it
+        # is and the path check refuses it with a 400, never a 500.
         return rd
     return target.raw_path_qs if same_origin else rd
 

@@ -27,12 +27,19 @@ def _original(request: web.Request) -> tuple[str, str, CIMultiDictProxy[str]]:
     headers = request.headers
     url = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URL") or headers.get("X-Original-URI") or "/"
     method = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
-    try:
-        target = URL(url, encoded=True)
-    except ValueError:
-        raise BadRequest("The original request's URI is not a valid URI.", code="invalid_target") from None
-    host = headers.get("X-Forwarded-Host") or target.raw_authority or headers.get("Host", "")
-    raw_path = target.raw_path + (f"?{target.raw_query_string}" if target.raw_query_string else "")
+    if url.startswith("/"):
+        # SECURITY: a path (what $request_uri, Traefik and Caddy send) is taken as a path, "//" included: read as a
+        # URL, "//admin/public/x" would be decided as the public "/public/x" while the app is sent the original
+        # target, which it may read as "/admin/public/x" (merged slashes).
+        raw_path = url.partition("#")[0]
+        host = headers.get("X-Forwarded-Host") or headers.get("Host", "")
+    else:
+        try:
+            target = URL(url, encoded=True)
+            host = headers.get("X-Forwarded-Host") or target.raw_authority or headers.get("Host", "")
+            raw_path = target.raw_path + (f"?{target.raw_query_string}" if target.raw_query_string else "")
+        except ValueError:  # a backslash in the authority, a bad IPv6 literal: not a URL any proxy sends
+            raise BadRequest("The original request's URI is not a valid URL.", code="invalid_target") from None
     if not raw_path.startswith("/"):
         raise BadRequest("The original request's URI must be a path.", code="invalid_target")
     original = CIMultiDict(headers)

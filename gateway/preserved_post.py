@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from .appkeys import LOGINS, OIDC, SETTINGS
+from .bodies import invite_body
 from .crypto import InvalidToken, Sealer
 from .errors import BadRequest
 from .login_state import LoginAttempt
@@ -116,7 +117,14 @@ def resume_page(request: web.Request, attempt: LoginAttempt) -> web.Response:
 
 
 async def _open(request: web.Request) -> dict[str, str]:
-    form = await request.post() if request.content_type == FORM_TYPE else {}
+    if request.content_type == FORM_TYPE:
+        await invite_body(request)  # the route's expect handler sent no 100 Continue (bodies.expect_later)
+        try:
+            form = await request.post()
+        except (LookupError, ValueError):  # SECURITY: a charset Python has no codec for, or bytes it cannot decode
+            raise BadRequest("This form could not be restored.", code="post_not_kept") from None
+    else:
+        form = {}
     sealed, marker = form.get("sealed"), request_cookies(request).get(_marker(request))
     if not isinstance(sealed, str) or not marker:
         raise BadRequest("This form was already sent again, or its sign-in has expired.", code="post_not_kept")

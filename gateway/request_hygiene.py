@@ -12,10 +12,29 @@ import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 from .errors import BadRequest
 
-_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?")
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?")
+
+
+def _valid_host(host: str) -> bool:
+    """A plain host[:port] that yarl can also read (``request.url`` is built from it)."""
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return False
+    # SECURITY: a port above 65535, a bad IPv6 literal ("[:::]") or a bad IDNA label ("xn--zz") passes the pattern
+    # but makes ``request.url`` raise: a 500 (with a traceback in the log) instead of this 400.
+    port = match.group("port")
+    if port is not None and int(port) > 65535:
+        return False
+    if "[" in host or "xn--" in host.lower():
+        try:
+            URL.build(scheme="http", authority=host).host  # noqa: B018 (the property decodes, and raises)
+        except ValueError:  # UnicodeError included
+            return False
+    return True
 
 
 @web.middleware
@@ -27,8 +46,6 @@ async def request_hygiene(request: web.Request, handler: Handler) -> web.StreamR
     if len(hosts) > 1 or (not hosts and request.version >= (1, 1)):
         raise BadRequest("The request needs exactly one Host header.", code="invalid_host")
     # SECURITY: a Host with userinfo, spaces or several values reads differently to each server behind us.
-    host = _HOST.fullmatch(hosts[0]) if hosts else None
-    # A port beyond 65535 would make every later use of request.url or request.host raise (a 500).
-    if hosts and (host is None or int(host.group(1) or 0) > 65535):
+    if hosts and not _valid_host(hosts[0]):
         raise BadRequest("The Host header is not a valid host name.", code="invalid_host")
     return await handler(request)

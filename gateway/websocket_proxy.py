@@ -152,7 +152,11 @@ async def proxy_websocket(request: web.Request, url: URL, headers: CIMultiDict[s
     """Relay a WebSocket between the client and ``url``; ``headers`` are the proxy's, identity included."""
     check_origin(request)
     settings = request.app[SETTINGS].streams
-    if request.method != "GET" or not web.WebSocketResponse().can_prepare(request).ok:
+    try:
+        valid = request.method == "GET" and web.WebSocketResponse().can_prepare(request).ok
+    except ValueError:  # SECURITY: a non-ASCII Sec-WebSocket-Key makes aiohttp's check raise: a 400, not a 500
+        valid = False
+    if not valid:
         raise BadRequest("This is not a valid WebSocket handshake.", code="invalid_websocket_handshake")
     upstream = await _connect_upstream(request, url, headers)
     client = web.WebSocketResponse(

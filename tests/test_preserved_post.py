@@ -60,3 +60,15 @@ async def test_a_kept_form_is_restored_once_and_only_with_its_sign_ins_cookie(ke
     async with aiohttp.ClientSession() as client:
         async with client.post(restore, data={"sealed": sealed.group(1)}, allow_redirects=False) as response:
             assert response.status == 401, "restoring needs a session"
+
+
+@pytest.mark.parametrize("charset", ["nonsense", "\xff", "utf-16"])
+async def test_a_restore_in_a_charset_python_cannot_read_is_a_400_not_a_500(kept: Stack, charset: str) -> None:
+    already = len(kept.gateway.lines)
+    async with new_browser() as browser:
+        await browse_and_sign_in(browser, f"{kept.url}/")
+        headers = {**HTML, "Content-Type": f"application/x-www-form-urlencoded; charset={charset}"}
+        body = b"sealed=abc"
+        async with browser.post(f"{kept.url}/oauth2/post_restore", data=body, headers=headers) as response:
+            assert response.status == 400
+    assert "Traceback" not in "\n".join(kept.gateway.lines[already:])

@@ -348,6 +348,36 @@ async def test_expect_100_continue_without_identity_gets_the_401_and_never_a_100
     assert response.startswith(b"HTTP/1.1 401") and b"100 Continue" not in response
 
 
+@pytest.mark.parametrize("path", ["/oauth2/post_restore", "/oauth2/sign_out"])
+async def test_the_gateways_own_post_endpoints_send_no_100_before_deciding(open_gateway: Stack, path: str) -> None:
+    reader, writer = await connect(open_gateway)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\nConnection: close\r\n\r\n".encode()
+    )
+    response = await read_all(reader)
+    writer.close()
+    assert b"100 Continue" not in response and status_of(response) in (302, 401), response[:300]
+
+
+@pytest.mark.parametrize("path", ["/oauth2/sign_out", "/oauth2/sign_in", "/oauth2/healthz", "/api/whoami"])
+@pytest.mark.parametrize("expect", [b"\xff\xfe", b"nonsense"])
+async def test_an_odd_expect_header_is_no_500(open_gateway: Stack, path: str, expect: bytes) -> None:
+    already = len(open_gateway.gateway.lines)
+    reader, writer = await connect(open_gateway)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n".encode()
+        + b"Expect: "
+        + expect
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    response = await read_all(reader)
+    writer.close()
+    assert status_of(response) < 500, response[:300]
+    await asyncio.sleep(0.2)
+    assert "Traceback" not in "\n".join(open_gateway.gateway.lines[already:])
+
+
 async def test_expect_100_continue_let_through_gets_the_100_then_its_body_upstream(open_gateway: Stack) -> None:
     body = os.urandom(300_000)
     reader, writer = await connect(open_gateway)

@@ -208,6 +208,26 @@ async def test_the_client_vanishing_closes_the_upstream_with_1001(
     )
 
 
+@pytest.mark.parametrize("key", [b"\xff\xfe", b"not base64!", b""])
+async def test_a_bad_sec_websocket_key_is_a_400_never_a_500(
+    ws_stack: Stack, alice: aiohttp.ClientSession, key: bytes
+) -> None:
+    name, host = tag(), ws_stack.url.removeprefix("http://")
+    cookie = "; ".join(f"{c.key}={c.value}" for c in alice.cookie_jar)
+    reader, writer = await asyncio.open_connection(*host.split(":"))
+    writer.write(
+        f"GET /ws/{name} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n".encode()
+        + b"Sec-WebSocket-Key: "
+        + key
+        + f"\r\nSec-WebSocket-Version: 13\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n".encode()
+    )
+    status = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert b" 400 " in status, status
+    assert not lines_with(ws_stack.upstream, f"/ws/{name}")
+    assert not [line for line in ws_stack.gateway.output().splitlines() if UNHANDLED.search(line)]
+
+
 async def test_a_foreign_origin_gets_403_and_never_reaches_the_upstream(
     ws_stack: Stack, alice: aiohttp.ClientSession
 ) -> None:
