@@ -20,7 +20,7 @@ from . import preserved_post
 from .endpoints import start_sign_in
 from .errors import AccessOutcome, Forbidden, GatewayError, InsufficientScope, InvalidBearer, NeedsSignIn
 from .identity import IDENTITY
-from .observe import OUTCOME, SERVER_ERROR, outcome_of
+from .observe import CLIENT_CLOSED, OUTCOME, SENT_STATUS, SERVER_ERROR, outcome_of
 from .redirects import safe_redirect_path
 from .responses import error_response, forbidden_response, is_navigation
 
@@ -81,6 +81,15 @@ def _error_answer(request: web.Request, exc: GatewayError) -> web.Response:
     return error_response(request, exc.status, exc.title, exc.message, code=exc.code, link=link)
 
 
+def _client_left(request: web.Request) -> web.Response:
+    """The client went away before its answer (mid-upload): nothing failed here and nobody reads the answer. Without
+    this, aiohttp logs a traceback and a 500 for it, which anyone could repeat to fill the log."""
+    request[OUTCOME] = CLIENT_CLOSED
+    log.info("client closed the connection before its answer (%s %s)", request.method, request.rel_url.raw_path[:300])
+    # nginx's "client closed request": the access line and the metrics say what happened; it is never received.
+    return web.Response(status=499, reason="Client Closed Request")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     try:
@@ -101,7 +110,9 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         code = exc.reason.lower().replace(" ", "_")
         return error_response(request, exc.status, exc.reason, exc.reason, code=code, headers=allow)
     except ConnectionResetError:
-        raise
+        if SENT_STATUS in request:  # its answer had begun: aiohttp ends the connection
+            raise
+        return _client_left(request)
     except Exception:
         request[OUTCOME] = SERVER_ERROR
         # SECURITY: no stack trace or exception text reaches the client; the log has the details.

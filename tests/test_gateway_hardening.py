@@ -12,6 +12,7 @@ import dataclasses
 import http.client
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -304,3 +305,29 @@ async def test_a_callback_naming_another_issuer_is_refused(hard: Stack) -> None:
             assert callback.status == 400 and "another identity provider" in await callback.text()
         async with browser.get(f"{hard.url}/api/whoami") as response:
             assert response.status == 401, "no session came of it"
+
+
+def test_a_client_that_leaves_mid_upload_is_logged_as_gone_not_as_a_500(tmp_path: Path) -> None:
+    """The upload is let through (a public path), then the client disconnects: one info line and an access line
+    with nginx's 499, no traceback and no 500."""
+    stack = Stack.start(tmp_path, gateway_env={"GATEWAY_PUBLIC_PATHS": "/api/echo/open/"})
+    try:
+        url = URL(stack.url)
+        for body_start in (b"5\r\nhel", b""):
+            with socket.create_connection((url.host, url.port), timeout=10) as sock:
+                sock.sendall(
+                    b"POST /api/echo/open/upload HTTP/1.1\r\nHost: "
+                    + url.raw_authority.encode()
+                    + b"\r\nTransfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n"
+                    + body_start
+                )
+        deadline = time.monotonic() + 10
+        while stack.gateway.output().count('/api/echo/open/upload" 499 ') < 2:
+            assert time.monotonic() < deadline, stack.gateway.output()
+            time.sleep(0.05)
+        log = stack.gateway.output()
+        assert log.count("client closed the connection before its answer") == 2
+        assert "Traceback" not in log and "Error handling request" not in log
+        assert '" 500 ' not in log
+    finally:
+        stack.stop()
