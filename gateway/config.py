@@ -300,6 +300,11 @@ def decode_session_key(raw: str) -> bytes:
     return key
 
 
+# docker-compose.yml's default for GATEWAY_SESSION_SECRET ("demo-only-session-secret-change-me!"): published.
+DEMO_SESSION_SECRET = "ZGVtby1vbmx5LXNlc3Npb24tc2VjcmV0LWNoYW5nZS1tZSE="  # noqa: S105 (public: it is refused)
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 class _Parser(EnvReader):
     """The sections of the configuration, each read with every problem collected."""
 
@@ -312,6 +317,7 @@ class _Parser(EnvReader):
         )
         provider = self.provider()
         session = self.session(public_url)
+        self.refuse_the_demo_secret(provider)
         upstream = self.upstream()
         access = self.access()
         host, port = self.listen()
@@ -382,9 +388,12 @@ class _Parser(EnvReader):
     def paths_and_logging(self) -> tuple[str, str, str]:
         """GATEWAY_CALLBACK_PATH, GATEWAY_SIGN_OUT_REDIRECT and GATEWAY_LOG_LEVEL."""
         callback_path = self.raw("GATEWAY_CALLBACK_PATH") or "/cognito_redirect"
-        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", callback_path) or callback_path.startswith("/oauth2/"):
+        # Not "/" nor any path ending in "/": every other method on the callback path is the gateway's 405.
+        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]", callback_path) or callback_path.startswith(
+            "/oauth2/"
+        ):
             self.problems.append(
-                f"GATEWAY_CALLBACK_PATH: {callback_path!r} must be a plain absolute path outside /oauth2/"
+                f"GATEWAY_CALLBACK_PATH: {callback_path!r} must be a plain absolute path outside /oauth2/, not ending in /"
             )
         sign_out_redirect = self.raw("GATEWAY_SIGN_OUT_REDIRECT") or "/"
         if safe_redirect_path(sign_out_redirect) is None:
@@ -447,6 +456,17 @@ class _Parser(EnvReader):
             trusted_proxies=self.parsed("GATEWAY_TRUSTED_PROXIES", parse_networks, ()),
             set_xauthrequest=self.boolean("GATEWAY_SET_XAUTHREQUEST", True),
         )
+
+    def refuse_the_demo_secret(self, provider: ProviderSettings | None) -> None:
+        """docker-compose.yml's default secret is published: fine for its dev_idp on this machine, for nothing else."""
+        entries = {entry.strip() for entry in (self.raw("GATEWAY_SESSION_SECRET") or "").split(",")}
+        host = URL(provider.issuer).host if provider is not None else None
+        # SECURITY: with a public secret anyone can seal a session cookie for any user (and derive the signing key).
+        if DEMO_SESSION_SECRET in entries and host not in _LOOPBACK_HOSTS:
+            self.problems.append(
+                "GATEWAY_SESSION_SECRET: the demo secret of docker-compose.yml is public and only for dev_idp on "
+                "localhost; set your own (openssl rand -base64 32)"
+            )
 
     def session_keys(self) -> tuple[bytes, ...] | None:
         raw = self.required(

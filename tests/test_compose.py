@@ -10,13 +10,14 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 import yaml
 from yarl import URL
 
 from gateway.access import Policy
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 
 from .stack import HTML, fill_form
 from .support import ROOT, CapturedProcess, new_browser
@@ -142,6 +143,24 @@ def test_a_real_pool_set_in_dotenv_as_the_readme_says_reaches_the_gateway() -> N
     assert settings.access.rules.policy_for("/admin/x") == Policy("group", groups=frozenset({"admins"}))
     demo = Settings.from_env(compose_environment("gateway", {}))
     assert demo.provider.issuer == "http://localhost:9000/local_devpool1", "without a .env: dev_idp"
+    with pytest.raises(ConfigError, match="GATEWAY_SESSION_SECRET: the demo secret"):
+        Settings.from_env(compose_environment("gateway", {**dotenv, "GATEWAY_SESSION_SECRET": ""}))
+
+
+def test_env_example_read_by_docker_compose_itself_gives_clean_values(tmp_path: Path) -> None:
+    """`cp .env.example .env`, with and without its real-pool lines uncommented: docker compose's own reading
+    (everything after "=" is the value, a "#" included) must give values the gateway takes."""
+    example = (ROOT / ".env.example").read_text()
+    real_pool = re.sub(r"(?m)^# ((?:COGNITO|GATEWAY)_[A-Z_]+=)", r"\1", example)
+    for text in (example, real_pool):
+        (tmp_path / ".env").write_text(text)
+        shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+        rendered = subprocess.run(
+            ["docker-compose", "config"], cwd=tmp_path, capture_output=True, text=True, check=True
+        ).stdout
+        environment = yaml.safe_load(rendered)["services"]["gateway"]["environment"]
+        assert not any("#" in str(value) for value in environment.values()), environment
+    assert environment["COGNITO_ISSUER"] == "" and environment["COGNITO_USER_POOL_ID"] == "eu-west-1_AbC123xyz"
 
 
 async def test_sign_in_through_the_compose_services(compose_services: dict[str, CapturedProcess]) -> None:

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from gateway.access import Policy
-from gateway.config import ConfigError, Settings
+from gateway.config import DEMO_SESSION_SECRET, ConfigError, Settings
 from gateway.env_reader import parse_duration
 from gateway.identity import ClaimNames
 
@@ -312,6 +312,23 @@ def test_gateway_upstreams_may_stand_in_for_gateway_upstream() -> None:
     assert table.lookup("/other") is None, "no fallback: the gateway answers 404"
     with pytest.raises(ConfigError, match="GATEWAY_UPSTREAM: required"):
         Settings.from_env(env)
+
+
+def test_the_published_demo_secret_is_refused_except_for_dev_idp_on_this_machine() -> None:
+    demo = {**MINIMAL, "GATEWAY_SESSION_SECRET": DEMO_SESSION_SECRET}
+    with pytest.raises(ConfigError, match="GATEWAY_SESSION_SECRET: the demo secret"):
+        Settings.from_env(demo)
+    with pytest.raises(ConfigError, match="GATEWAY_SESSION_SECRET: the demo secret"):
+        Settings.from_env({**demo, "GATEWAY_SESSION_SECRET": f"{SECRET},{DEMO_SESSION_SECRET}"})
+    local = Settings.from_env({**demo, "COGNITO_ISSUER": "http://localhost:9000/local_devpool1"})
+    assert local.provider.issuer == "http://localhost:9000/local_devpool1"
+
+
+@pytest.mark.parametrize("path", ["/", "/callback/", "callback", "/oauth2/callback"])
+def test_a_callback_path_must_be_a_plain_path_outside_oauth2_not_ending_in_a_slash(path: str) -> None:
+    with pytest.raises(ConfigError, match="GATEWAY_CALLBACK_PATH"):
+        Settings.from_env({**MINIMAL, "GATEWAY_CALLBACK_PATH": path})
+    assert Settings.from_env({**MINIMAL, "GATEWAY_CALLBACK_PATH": "/auth/callback"}).callback_path == "/auth/callback"
 
 
 @pytest.mark.parametrize("empty", ["", "  ", " ; "])
