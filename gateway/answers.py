@@ -93,6 +93,16 @@ def _client_left(request: web.Request) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     try:
+        return await _answered(request, handler)
+    except ConnectionResetError:  # from the handler, or while answering (a kept form's body is read there)
+        if SENT_STATUS in request:  # its answer had begun: aiohttp ends the connection
+            raise
+        return _client_left(request)
+
+
+async def _answered(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """The handler's response, or the answer to what it raised."""
+    try:
         return await handler(request)
     except AccessOutcome as outcome:
         request[OUTCOME] = outcome_of(outcome)
@@ -110,9 +120,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         code = exc.reason.lower().replace(" ", "_")
         return error_response(request, exc.status, exc.reason, exc.reason, code=code, headers=allow)
     except ConnectionResetError:
-        if SENT_STATUS in request:  # its answer had begun: aiohttp ends the connection
-            raise
-        return _client_left(request)
+        raise  # error_middleware's
     except Exception:
         request[OUTCOME] = SERVER_ERROR
         # SECURITY: no stack trace or exception text reaches the client; the log has the details.

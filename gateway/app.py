@@ -142,6 +142,7 @@ def _signer(settings: Settings) -> IdentitySigner:
 ROUTE_POLICIES: dict[str, Policy | None] = {
     "callback": None,
     "sign_in": None,
+    "start": None,
     "sign_out": None,
     "userinfo": SIGNED_IN_API,
     "who_am_i": SIGNED_IN,
@@ -151,7 +152,7 @@ ROUTE_POLICIES: dict[str, Policy | None] = {
     "readyz": None,
     "signing_key": None,
     "jwks": None,
-    "reserved_callback": None,  # only ever a 404 or 405
+    "reserved_callback": None,  # only ever a 405
     "reserved": None,
 }
 
@@ -206,6 +207,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     return app
 
 
+# The paths under /oauth2/ that _routes gives the gateway's endpoints, as one aiohttp pattern.
+_OWN_PATHS = (
+    r"/oauth2/{endpoint:(?:|sign_in|start|sign_out|userinfo|post_restore|auth|healthz|readyz|jwks\.json|keys/[^/]+)}"
+)
+
+
 def _routes(router: web.UrlDispatcher, settings: Settings, keys: KeyEndpoints) -> None:
     # SECURITY: no route answers "Expect" from aiohttp's router, before the identity middleware ran: its default
     # handler sends "100 Continue" (inviting the body of a request about to be refused) and, for any other value,
@@ -214,18 +221,20 @@ def _routes(router: web.UrlDispatcher, settings: Settings, keys: KeyEndpoints) -
     later = {"expect_handler": expect_later}
     router.add_get(settings.callback_path, endpoints.callback, name="callback", **later)
     router.add_get("/oauth2/sign_in", endpoints.sign_in, name="sign_in", **later)
-    router.add_get("/oauth2/sign_out", endpoints.sign_out, name="sign_out", **later)
+    router.add_get("/oauth2/start", endpoints.sign_in, name="start", **later)  # oauth2-proxy's name for it
+    router.add_get("/oauth2/sign_out", endpoints.sign_out, name="sign_out", allow_head=False, **later)
     router.add_post("/oauth2/sign_out", endpoints.sign_out, name="sign_out", **later)
     router.add_get("/oauth2/userinfo", endpoints.userinfo, name="userinfo", **later)
     router.add_get("/oauth2/", endpoints.who_am_i, name="who_am_i", **later)
     router.add_post("/oauth2/post_restore", preserved_post.restore, name="post_restore", **later)
-    router.add_get("/oauth2/auth", forward_auth.auth, name="auth", **later)
+    # Any method, as oauth2-proxy's: Traefik can pass the original request's (preserveRequestMethod).
+    router.add_route("*", "/oauth2/auth", forward_auth.auth, name="auth", **later)
     router.add_get("/oauth2/healthz", health.healthz, name="healthz", **later)
     router.add_get("/oauth2/readyz", health.readyz, name="readyz", **later)
     router.add_get("/oauth2/keys/{kid}", keys.pem, name="signing_key", **later)
     router.add_get("/oauth2/jwks.json", keys.jwks, name="jwks", **later)
-    # The callback path and all of /oauth2/ are the gateway's, as oauth2-proxy keeps its prefix: another method
-    # there is a 405, another path a 404, never a request to the upstream.
+    # Another method on one of the paths above is the gateway's 405, never a request to the upstream; any other
+    # path under /oauth2/ is proxied under the rules, as oauth2-proxy does (apps such as Spring's own some).
     router.add_route("*", settings.callback_path, endpoints.reserved, name="reserved_callback", **later)
-    router.add_route("*", "/oauth2/{tail:.*}", endpoints.reserved, name="reserved", **later)
+    router.add_route("*", _OWN_PATHS, endpoints.reserved, name="reserved", **later)
     router.add_route("*", "/{tail:.*}", proxy.proxy, name="proxy", **later)

@@ -82,7 +82,7 @@ def _same_origin_path(request: web.Request, rd: str) -> str:
 def _not_our_endpoint(request: web.Request, target: str) -> str:
     """``/`` instead of the callback, sign-in or sign-out: a sign-in must never end in a loop or a replayed callback."""
     path = unquote(URL(target, encoded=True).path)
-    own = (request.app[SETTINGS].callback_path, "/oauth2/sign_in", "/oauth2/sign_out")
+    own = (request.app[SETTINGS].callback_path, "/oauth2/sign_in", "/oauth2/start", "/oauth2/sign_out")
     return "/" if path.rstrip("/") in own else target
 
 
@@ -183,8 +183,8 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 
 
 async def reserved(request: web.Request) -> web.StreamResponse:
-    """A gateway path with a method it does not take (405, with ``Allow``), or a path under /oauth2/ it does not
-    serve (404): the gateway's own namespace never reaches the upstream."""
+    """A gateway path with a method it does not take: 405, with ``Allow``; such a request never reaches the
+    upstream."""
     allowed: set[str] = set()
     for resource in request.app.router.resources():
         if resource.name not in ("reserved", "reserved_callback", "proxy"):

@@ -17,7 +17,7 @@ from yarl import URL
 
 from .access import Policy, email_domains
 from .appkeys import IDENTIFY, SETTINGS
-from .errors import BadRequest, NeedsSignIn
+from .errors import BadRequest, NeedsSignIn, SignInFailed
 from .headers import claim_values, header_value
 from .identity import Identity
 
@@ -90,7 +90,7 @@ async def auth(request: web.Request) -> web.Response:
         identity = await identify.decide(request, policy)
         if narrowing is not None:
             narrowing.check(identity)
-    except NeedsSignIn:
+    except (NeedsSignIn, SignInFailed):  # SignInFailed: a refresh outgrew the cookies (the sign-in then says so)
         raise NeedsSignIn(redirect=False) from None  # nginx's auth_request takes only 2xx, 401 and 403
     response = web.Response(status=202, headers={"Cache-Control": "no-store"})
     if identity is not None and settings.access.set_xauthrequest:

@@ -184,3 +184,16 @@ async def test_an_original_uri_that_is_no_url_is_a_clear_answer_not_a_500(
 ) -> None:
     assert await _auth(trusting, {header: uri}) == status
     assert "Traceback" not in trusting.gateway.output()
+
+
+async def test_forward_auth_takes_any_method_as_oauth2_proxys_does(direct: Stack) -> None:
+    """Traefik with preserveRequestMethod sends the original request's method."""
+    async with new_browser() as browser:
+        async with browser.get(f"{direct.url}/", headers=HTML) as page:
+            await fill_form(browser, page, {"username": "bob", "password": "bob-password"})
+        for method in ("POST", "PUT", "DELETE"):
+            async with browser.request(method, f"{direct.url}/oauth2/auth", allow_redirects=False) as response:
+                assert response.status == 202, method
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.post(f"{direct.url}/oauth2/auth", allow_redirects=False) as response:
+            assert response.status == 401

@@ -207,18 +207,18 @@ async def test_slow_upstream_gives_504_and_the_gateway_keeps_serving(stack: Stac
 @pytest.mark.parametrize(
     ("method", "path", "status", "allow"),
     [
-        ("POST", "/oauth2/auth", 405, "GET,HEAD"),
-        ("PUT", "/oauth2/sign_out", 405, "GET,HEAD,POST"),
+        ("PUT", "/oauth2/sign_out", 405, "GET,POST"),
+        ("HEAD", "/oauth2/sign_out", 405, "GET,POST"),  # a HEAD must not sign anyone out
         ("DELETE", "/oauth2/keys/some-kid", 405, "GET,HEAD"),
         ("POST", "/cognito_redirect", 405, "GET,HEAD"),
-        ("GET", "/oauth2/start", 404, None),
-        ("POST", "/oauth2/callback", 404, None),
+        ("POST", "/oauth2/userinfo", 405, "GET,HEAD"),
+        ("PATCH", "/oauth2/", 405, "GET,HEAD"),
     ],
 )
 async def test_the_gateways_own_paths_never_reach_the_upstream(
     stack: Stack, alice: aiohttp.ClientSession, method: str, path: str, status: int, allow: str | None
 ) -> None:
-    """oauth2-proxy keeps its whole /oauth2/ prefix: a method or path it does not serve there is its 405 or 404."""
+    """Another method on a path of the gateway's own is its 405 (with Allow), for anyone, before any sign-in."""
     for who, headers in ((alice, {"Accept": "application/json"}), (alice, HTML)):
         async with who.request(method, f"{stack.url}{path}", headers=headers, allow_redirects=False) as response:
             assert response.status == status, (method, path, await response.text())
@@ -228,3 +228,32 @@ async def test_the_gateways_own_paths_never_reach_the_upstream(
         async with anonymous.request(method, f"{stack.url}{path}", allow_redirects=False) as response:
             assert response.status == status, "no sign-in first: the answer is the same for anyone"
     assert f"{method} {path}" not in stack.upstream.output()
+
+
+async def test_other_paths_under_oauth2_are_the_upstreams_as_in_oauth2_proxy(
+    stack: Stack, alice: aiohttp.ClientSession
+) -> None:
+    """Apps own paths there (Spring's /oauth2/authorization/{id}): proxied under the rules, like any other path."""
+    for method, path in (("GET", "/oauth2/authorization/demo"), ("POST", "/oauth2/token")):
+        async with alice.request(method, f"{stack.url}{path}", allow_redirects=False) as response:
+            assert response.status == 404, "the upstream's own 404: it serves no such page"
+        deadline = time.monotonic() + 5
+        while f"{method} {path}" not in stack.upstream.output():
+            assert time.monotonic() < deadline, f"{method} {path} never reached the upstream"
+            await asyncio.sleep(0.02)
+    async with new_browser() as anonymous:
+        async with anonymous.get(f"{stack.url}/oauth2/token", allow_redirects=False) as response:
+            assert response.status == 401, "under the rules: a session first"
+
+
+async def test_oauth2_start_is_sign_in_as_oauth2_proxy_names_it(stack: Stack) -> None:
+    async with new_browser() as browser:
+        async with browser.get(f"{stack.url}/oauth2/start?rd=/api/whoami", allow_redirects=False) as response:
+            assert response.status == 302 and "/oauth2/authorize?" in response.headers["Location"]
+
+
+@pytest.mark.parametrize("rd", ["/oauth2/start", "/oauth2/sign_in", "/cognito_redirect?code=x&state=y"])
+async def test_a_sign_in_that_would_return_to_a_sign_in_or_the_callback_returns_home(stack: Stack, rd: str) -> None:
+    async with new_browser() as browser:
+        landed = await browse_and_sign_in(browser, URL(f"{stack.url}/oauth2/sign_in").with_query(rd=rd))
+        assert landed.status == 200 and URL(str(landed.url)).path == "/", "no sign-in loop, no replayed callback"
