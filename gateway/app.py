@@ -84,18 +84,47 @@ def _backend(settings: Settings, clock: Callable[[], float]) -> SessionBackend:
     return CookieBackend(settings.session)
 
 
+# A worker keeps trying the IdP this long before it listens without it. Workers share the port and start at
+# once, so one that listened first and loaded its IdP a second later would answer a 503 to the first users
+# of a replica that another worker had already reported ready (readyz), as an IdP started next to the gateway
+# (docker compose) makes likely.
+STARTUP_GRACE = 3.0
+STARTUP_RETRY = 0.2
+
+
+async def _load_at_startup(oidc: OidcClient) -> IdpUnavailable | None:
+    """Discovery and keys within STARTUP_GRACE; the last failure when the IdP is still not there."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_GRACE
+    first = True
+    while True:
+        try:
+            await oidc.load()
+            return None
+        except IdpUnavailable as exc:
+            if loop.time() + STARTUP_RETRY >= deadline:
+                return exc
+            if first:
+                log.info(
+                    "identity provider not there yet (%s); trying for %ss before listening", exc.message, STARTUP_GRACE
+                )
+                first = False
+            await asyncio.sleep(STARTUP_RETRY)
+
+
 async def _idp_connection(app: web.Application) -> AsyncIterator[None]:
-    """Open the IdP client and load discovery and JWKS; when the IdP is down, keep trying in the background."""
+    """Open the IdP client and load discovery and JWKS before listening; when the IdP is down, keep trying in the
+    background (the gateway listens and answers 503 meanwhile)."""
     http = _idp_http()
     oidc = app[OIDC]
     oidc.attach(http)
     loader = None
-    try:
-        await oidc.load()
+    failure = await _load_at_startup(oidc)
+    if failure is None:
         log.info("identity provider ready: %s", app[SETTINGS].provider.issuer)
-    except IdpUnavailable as exc:
-        oidc.last_error = exc.message
-        log.warning("identity provider not ready at startup (%s); retrying in the background", exc.message)
+    else:
+        oidc.last_error = failure.message
+        log.warning("identity provider not ready at startup (%s); retrying in the background", failure.message)
         loader = asyncio.create_task(oidc.keep_loading())
     yield
     if loader is not None:

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+from yarl import URL
 
 from .stack import HTML, SESSION_SECRET, Stack, directory_for, fill_form, start_gateway, start_upstream
-from .support import free_port, start_dev_idp, write_json
+from .support import CapturedProcess, DevIdpProcess, free_port, start_dev_idp, write_json
 
 
 async def _wait_ready(client: aiohttp.ClientSession, url: str) -> None:
@@ -22,7 +23,8 @@ async def _wait_ready(client: aiohttp.ClientSession, url: str) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_gateway_starts_without_its_idp_and_recovers(tmp_path: Path) -> None:
+def _env_without_idp(tmp_path: Path) -> tuple[dict[str, str], Path, CapturedProcess]:
+    """A gateway's environment whose IdP port nobody listens on yet; its users file; the upstream it proxies to."""
     idp_port, port = free_port(), free_port()
     url, idp_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{idp_port}"
     users = write_json(tmp_path / "users.json", directory_for(url))
@@ -38,6 +40,17 @@ async def test_gateway_starts_without_its_idp_and_recovers(tmp_path: Path) -> No
         "GATEWAY_SESSION_SECRET": SESSION_SECRET,
         "GATEWAY_IDP_TIMEOUT": "2s",
     }
+    return env, users, upstream
+
+
+def _start_idp(env: dict[str, str], users: Path) -> DevIdpProcess:
+    idp_url = env["COGNITO_ISSUER"].removesuffix("/local_devpool1")
+    return start_dev_idp("--users", str(users), "--port", str(URL(idp_url).port), "--public-url", idp_url)
+
+
+async def test_gateway_starts_without_its_idp_and_recovers(tmp_path: Path) -> None:
+    env, users, upstream = _env_without_idp(tmp_path)
+    url, idp_url = env["GATEWAY_PUBLIC_URL"], env["COGNITO_ISSUER"].removesuffix("/local_devpool1")
     gateway = start_gateway(env)
     idp = None
     try:
@@ -51,7 +64,7 @@ async def test_gateway_starts_without_its_idp_and_recovers(tmp_path: Path) -> No
             async with client.get(f"{url}/api/whoami", allow_redirects=False) as response:
                 assert response.status == 401, "API clients still get their 401"
 
-            idp = start_dev_idp("--users", str(users), "--port", str(idp_port), "--public-url", idp_url)
+            idp = _start_idp(env, users)
             await _wait_ready(client, url)
             async with client.get(f"{url}/", headers=HTML, allow_redirects=False) as response:
                 assert response.status == 302 and response.headers["Location"].startswith(idp_url)
@@ -59,6 +72,26 @@ async def test_gateway_starts_without_its_idp_and_recovers(tmp_path: Path) -> No
         for process in (gateway, upstream, *([idp.process] if idp else [])):
             process.stop()
     assert "retrying" in gateway.output()
+
+
+async def test_an_idp_that_starts_just_after_the_gateway_is_waited_for_before_listening(tmp_path: Path) -> None:
+    """docker compose starts dev_idp after the gateway: a worker that listened first would answer its first users
+    503 while another worker already said ready."""
+    env, users, upstream = _env_without_idp(tmp_path)
+    gateway = CapturedProcess(["-m", "gateway"], {"GATEWAY_WORKERS": "1", **env})
+    gateway.wait_for(r"identity provider not there yet")  # its first attempt failed
+    idp = _start_idp(env, users)  # about a second: within the gateway's startup grace
+    try:
+        gateway.wait_for(r"listening on")
+        async with aiohttp.ClientSession() as client:
+            async with client.get(env["GATEWAY_PUBLIC_URL"], headers=HTML, allow_redirects=False) as response:
+                assert response.status == 302, "the first request already signs in"
+        log = gateway.output()
+        assert "not ready at startup" not in log
+        assert log.index("identity provider ready") < log.index("listening on")
+    finally:
+        for process in (gateway, upstream, idp.process):
+            process.stop()
 
 
 async def test_token_endpoint_down_during_the_callback_is_503_not_a_crash(tmp_path: Path) -> None:
