@@ -39,6 +39,7 @@ def test_a_page_of_another_site_cannot_use_the_users_cookie_for_a_websocket(page
     name = tag()
     seen = page.evaluate(_OPEN_AND_ECHO, [ws_url(ws_stack, name), "!close 1000 bye"])
     assert seen == {"refused": 1006}, "the handshake got 403; a browser reports that as 1006"
-    refusal = [text for text in lines_with(ws_stack.gateway, "refused a WebSocket from Origin") if name in text]
+    # The browser can see the refusal before the gateway's log line is read from its pipe: wait for the line.
+    refusal = [ws_stack.gateway.wait_for(rf"refused a WebSocket from Origin .*{name}").group(0)]
     assert refusal and f"'{ws_stack.upstream_url}'" in refusal[0]
     assert not lines_with(ws_stack.upstream, f"/ws/{name}")
